@@ -1,0 +1,142 @@
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`.
+//! Plain HTTP/1.1, meant for loopback or the pod network only.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::SystemTime;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use crate::config::Config;
+use crate::http::Body;
+
+/// Where the sidecar is in its life, as `/ready` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Listeners or certificates not yet in place.
+    Starting = 0,
+    /// Serving.
+    Ready = 1,
+    /// SIGTERM received: finishing in-flight requests.
+    Draining = 2,
+}
+
+/// What the admin endpoints report.
+#[derive(Debug)]
+pub struct AdminState {
+    phase: AtomicU8,
+    registry: Registry,
+    config_yaml: String,
+}
+
+impl AdminState {
+    /// State for `config`, loaded at `loaded_at`; metrics from `registry`.
+    pub fn new(config: &Config, loaded_at: SystemTime, registry: Registry) -> Self {
+        let yaml = serde_saphyr::to_string(config)
+            .unwrap_or_else(|e| format!("# the config could not be shown: {e}\n"));
+        let config_yaml = format!(
+            "# effective config, loaded at {}\n{yaml}",
+            humantime::format_rfc3339_seconds(loaded_at)
+        );
+        Self {
+            phase: AtomicU8::new(Phase::Starting as u8),
+            registry,
+            config_yaml,
+        }
+    }
+
+    /// Moves to `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            1 => Phase::Ready,
+            2 => Phase::Draining,
+            _ => Phase::Starting,
+        }
+    }
+}
+
+/// Serves the admin endpoints until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &state)) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                debug!(error = %e, "admin connection failed");
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => match state.phase() {
+            Phase::Ready => text(StatusCode::OK, "ready\n"),
+            Phase::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n"),
+            Phase::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n"),
+        },
+        "/metrics" => metrics(&state.registry),
+        "/config" => with_type(
+            StatusCode::OK,
+            state.config_yaml.clone(),
+            "application/yaml; charset=utf-8",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /live, /ready, /metrics or /config\n",
+        ),
+    }
+}
+
+fn metrics(registry: &Registry) -> Response<Body> {
+    let encoder = TextEncoder::new();
+    let mut buffer = Vec::new();
+    match encoder.encode(&registry.gather(), &mut buffer) {
+        Ok(()) => with_type(StatusCode::OK, buffer, "text/plain; version=0.0.4; charset=utf-8"),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode metrics: {e}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    with_type(status, body.to_owned(), "text/plain; charset=utf-8")
+}
+
+fn with_type(status: StatusCode, body: impl Into<bytes::Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

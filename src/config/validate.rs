@@ -1,0 +1,247 @@
+//! Checks a parsed [`Config`] beyond what its types say: names, addresses
+//! that collide, routes to services that do not exist, files that cannot be
+//! used. Each problem points at the place in the file it comes from.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::{Config, ConfigError, Located, Position};
+use crate::identity::{ServiceName, SpiffeId, check_namespace, check_trust_domain};
+use crate::tls::{Credentials, TlsFile};
+
+/// Collects errors with their positions.
+struct Report<'a> {
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Report<'_> {
+    fn error(&mut self, position: Position, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            position,
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks that need no file system. Returns every problem found.
+pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
+    let mut report = Report {
+        file,
+        errors: Vec::new(),
+    };
+    let r = &mut report;
+    if let Err(e) = check_namespace(&config.namespace) {
+        r.error(config.namespace.position(), e.to_string());
+    }
+    if let Err(e) = check_trust_domain(&config.trust_domain) {
+        r.error(config.trust_domain.position(), e.to_string());
+    }
+    if config.inbound.is_none() && config.outbound.is_none() {
+        r.error(
+            Position::default(),
+            "neither `inbound:` nor `outbound:` is configured; a sidecar needs at least one",
+        );
+    }
+    check_listeners(config, r);
+    if let Some(outbound) = &config.outbound {
+        check_services(config, outbound, r);
+        check_routes(outbound, r);
+    }
+    check_limits(config, r);
+    let level = &config.log.level;
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(level.as_str()) {
+        r.error(level.position(), format!("log.level {:?} is not a valid filter: {e}", level.get()));
+    }
+    report.errors
+}
+
+/// Checks that read the certificate files the config names.
+pub(super) fn validate_files(config: &Config, file: &Path) -> Vec<ConfigError> {
+    let mut report = Report {
+        file,
+        errors: Vec::new(),
+    };
+    match Credentials::load(&config.tls, SystemTime::now()) {
+        Ok(creds) => {
+            let own = config.identity();
+            if creds.identity != own {
+                report.error(
+                    config.tls.cert.position(),
+                    format!(
+                        "the certificate is for {} but this sidecar is {own}; \
+                         peers would refuse it",
+                        creds.identity
+                    ),
+                );
+            }
+        }
+        Err(e) => {
+            let position = match e.file() {
+                TlsFile::Ca => config.tls.ca.position(),
+                TlsFile::Cert => config.tls.cert.position(),
+                TlsFile::Key => config.tls.key.position(),
+            };
+            report.error(position, e.to_string());
+        }
+    }
+    report.errors
+}
+
+/// Two listeners on the same port collide when their IPs are equal or one
+/// of them is the wildcard address. Port 0 (any free port) never collides.
+fn check_listeners(config: &Config, r: &mut Report<'_>) {
+    let mut listeners: Vec<(&str, &Located<SocketAddr>)> =
+        vec![("admin.listen", &config.admin.listen)];
+    if let Some(inbound) = &config.inbound {
+        listeners.push(("inbound.listen", &inbound.listen));
+    }
+    if let Some(outbound) = &config.outbound {
+        listeners.push(("outbound.listen", &outbound.listen));
+    }
+    for (i, (name, addr)) in listeners.iter().enumerate() {
+        for (other_name, other) in &listeners[..i] {
+            if collide(addr, other) {
+                r.error(
+                    addr.position(),
+                    format!(
+                        "duplicate listener address {}: {name} collides with {other_name} ({})",
+                        addr.get(),
+                        other.get()
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(inbound) = &config.inbound {
+        if inbound.app.port() == 0 {
+            r.error(inbound.app.position(), "inbound.app needs a port other than 0");
+        }
+        for (name, addr) in &listeners {
+            if collide(&inbound.app, addr) {
+                r.error(
+                    inbound.app.position(),
+                    format!(
+                        "inbound.app {} is this sidecar's own {name}; requests would loop",
+                        inbound.app.get()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn check_services(config: &Config, outbound: &super::OutboundConfig, r: &mut Report<'_>) {
+    for (name, dst) in &outbound.services {
+        let at = dst.position();
+        if let Err(e) = ServiceName::new(name) {
+            r.error(at, format!("outbound.services: {e}"));
+        }
+        if dst.endpoints.is_empty() {
+            r.error(at, format!("service {name:?} has no endpoints"));
+        }
+        for endpoint in &dst.endpoints {
+            if endpoint.port() == 0 {
+                r.error(endpoint.position(), "an endpoint needs a port other than 0");
+            }
+        }
+        if let Some(ns) = &dst.namespace {
+            if let Err(e) = check_namespace(ns) {
+                r.error(at, e.to_string());
+            }
+        }
+        if let Some(identity) = &dst.identity {
+            if let Err(e) = expected_identity(config, name, dst) {
+                r.error(identity.position(), e);
+            }
+        }
+        for (field, value) in [("connect_timeout", dst.connect_timeout), ("timeout", dst.timeout)] {
+            if value.is_zero() {
+                r.error(at, format!("service {name:?}: {field} must be more than 0"));
+            }
+        }
+    }
+}
+
+/// The identity a destination's endpoints must prove.
+pub fn expected_identity(
+    config: &Config,
+    name: &str,
+    dst: &super::DestinationConfig,
+) -> Result<SpiffeId, String> {
+    let namespace = dst.namespace.as_deref().unwrap_or(&config.namespace);
+    match dst.identity.as_ref().map(|i| i.get().as_str()) {
+        None => Ok(SpiffeId::for_service(&config.trust_domain, namespace, name)),
+        Some(text) if text.starts_with("spiffe://") => {
+            SpiffeId::parse(text).map_err(|e| e.to_string())
+        }
+        Some(text) => ServiceName::new(text)
+            .map(|sa| SpiffeId::for_service(&config.trust_domain, namespace, sa.as_str()))
+            .map_err(|e| format!("identity: {e} (give a service name or a spiffe:// id)")),
+    }
+}
+
+fn check_routes(outbound: &super::OutboundConfig, r: &mut Report<'_>) {
+    let mut seen: HashMap<(String, &str), Position> = HashMap::new();
+    for route in &outbound.routes {
+        if !outbound.services.contains_key(route.service.as_str()) {
+            let known: Vec<&str> = outbound.services.keys().map(String::as_str).collect();
+            r.error(
+                route.service.position(),
+                format!(
+                    "route to undefined service {:?} (defined: {})",
+                    route.service.get(),
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                ),
+            );
+        }
+        if let Err(e) = crate::outbound::route::parse_route_host(&route.host) {
+            r.error(route.host.position(), e);
+        }
+        if !route.path_prefix.starts_with('/') {
+            r.error(
+                route.host.position(),
+                format!("path_prefix {:?} must start with '/'", route.path_prefix),
+            );
+        }
+        let key = (route.host.to_ascii_lowercase(), route.path_prefix.as_str());
+        if let Some(first) = seen.insert(key, route.host.position()) {
+            r.error(
+                route.host.position(),
+                format!(
+                    "duplicate route for host {:?} and path_prefix {:?} (first at line {})",
+                    route.host.get(),
+                    route.path_prefix,
+                    first.line
+                ),
+            );
+        }
+    }
+}
+
+fn check_limits(config: &Config, r: &mut Report<'_>) {
+    let bytes = &config.http.max_header_bytes;
+    if !(8 * 1024..=16 * 1024 * 1024).contains(&bytes.0) {
+        r.error(
+            bytes.position(),
+            format!("http.max_header_bytes {} must be between 8KiB and 16MiB", bytes.get()),
+        );
+    }
+    let headers = &config.http.max_headers;
+    if !(1..=10_000).contains(headers.get()) {
+        r.error(headers.position(), "http.max_headers must be between 1 and 10000");
+    }
+    let threads = &config.runtime.worker_threads;
+    if !(1..=64).contains(threads.get()) {
+        r.error(threads.position(), "runtime.worker_threads must be between 1 and 64");
+    }
+}

@@ -1,0 +1,271 @@
+//! Errors the proxy produces itself, and the one place they become HTTP
+//! responses: a status, a short plain body, and a `pilotfish-error` header
+//! naming the reason, so an operator can tell them from the app's own errors.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::Body;
+use crate::tls::IdentityMismatch;
+
+/// Header on every response the proxy makes itself; its value is a [`Reason`].
+pub const ERROR_HEADER: &str = "pilotfish-error";
+
+/// Which side of the sidecar produced a response or saw a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Mesh -> app.
+    Inbound,
+    /// App -> mesh.
+    Outbound,
+}
+
+impl Direction {
+    /// `inbound` or `outbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+/// The machine-readable reason of a proxy error: the value of the
+/// `pilotfish-error` header (and, later, of metric labels and log fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The request names no destination (no absolute URI, no Host).
+    BadRequest,
+    /// The method is not supported (CONNECT tunnels).
+    Unsupported,
+    /// No route matches the request's host and path.
+    NoRoute,
+    /// More header fields than the limit.
+    HeadersTooLarge,
+    /// The endpoint refused the TCP connection.
+    ConnectRefused,
+    /// The TCP connection failed for another reason.
+    ConnectFailed,
+    /// TCP connect plus TLS handshake took longer than the connect timeout.
+    ConnectTimeout,
+    /// The TLS handshake failed (bad certificate, refused client cert, ...).
+    TlsFailed,
+    /// The server's certificate is valid but names another workload.
+    PeerIdentity,
+    /// The connection broke or the stream was reset before a response.
+    UpstreamReset,
+    /// No response headers within the timeout.
+    ResponseTimeout,
+}
+
+impl Reason {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad-request",
+            Self::Unsupported => "unsupported",
+            Self::NoRoute => "no-route",
+            Self::HeadersTooLarge => "headers-too-large",
+            Self::ConnectRefused => "connect-refused",
+            Self::ConnectFailed => "connect-failed",
+            Self::ConnectTimeout => "connect-timeout",
+            Self::TlsFailed => "tls-failed",
+            Self::PeerIdentity => "peer-identity",
+            Self::UpstreamReset => "upstream-reset",
+            Self::ResponseTimeout => "response-timeout",
+        }
+    }
+
+    /// The status of the response. 4xx: the request itself is at fault;
+    /// 502: the upstream misbehaved; 503: nothing could take the request;
+    /// 504: the upstream was too slow.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::NoRoute | Self::ConnectRefused | Self::ConnectFailed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::TlsFailed | Self::PeerIdentity | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout | Self::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// A request the proxy could not carry out.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// See [`Reason::BadRequest`].
+    #[error("the request names no destination: send an absolute URI or a Host header")]
+    NoAuthority,
+    /// See [`Reason::Unsupported`].
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
+    /// See [`Reason::NoRoute`].
+    #[error("no route for host {host:?}")]
+    NoRoute {
+        /// The host asked for.
+        host: String,
+    },
+    /// See [`Reason::HeadersTooLarge`].
+    #[error("{count} header fields, more than the limit of {limit}")]
+    TooManyHeaders {
+        /// Fields in the request.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TCP connect plus handshake timed out.
+    #[error("connecting to {addr} took longer than {}", humantime::format_duration(*after))]
+    ConnectTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+    /// TLS handshake failed.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The error from rustls.
+        source: std::io::Error,
+    },
+    /// The peer did not agree to HTTP/2 over TLS.
+    #[error("{addr} did not negotiate HTTP/2 (ALPN h2); is it a Pilotfish inbound port?")]
+    NotH2 {
+        /// The endpoint.
+        addr: SocketAddr,
+    },
+    /// The request failed on an established connection.
+    #[error("{addr} failed the request: {source}")]
+    Upstream {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The HTTP client's error.
+        source: super::BoxError,
+    },
+    /// No response headers in time.
+    #[error("{addr} sent no response within {}", humantime::format_duration(*after))]
+    ResponseTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+impl ProxyError {
+    /// The reason reported in the header.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::NoAuthority => Reason::BadRequest,
+            Self::Unsupported(_) => Reason::Unsupported,
+            Self::NoRoute { .. } => Reason::NoRoute,
+            Self::TooManyHeaders { .. } => Reason::HeadersTooLarge,
+            Self::Connect { source, .. } => match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => Reason::ConnectRefused,
+                _ => Reason::ConnectFailed,
+            },
+            Self::ConnectTimeout { .. } => Reason::ConnectTimeout,
+            Self::Tls { source, .. } if is_identity_mismatch(source) => Reason::PeerIdentity,
+            Self::Tls { .. } | Self::NotH2 { .. } => Reason::TlsFailed,
+            Self::Upstream { .. } => Reason::UpstreamReset,
+            Self::ResponseTimeout { .. } => Reason::ResponseTimeout,
+        }
+    }
+
+    /// The response the client gets for this error.
+    pub fn to_response(&self, direction: Direction) -> Response<Body> {
+        let reason = self.reason();
+        let status = reason.status();
+        let body = format!(
+            "{} {}: pilotfish {}: {self}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            direction.as_str(),
+        );
+        let mut response = Response::new(Body::full(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(reason.as_str()));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+fn is_identity_mismatch(err: &std::io::Error) -> bool {
+    let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
+        err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    other.0.downcast_ref::<IdentityMismatch>().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_a_distinct_name_and_a_proxy_status() {
+        let all = [
+            Reason::BadRequest,
+            Reason::Unsupported,
+            Reason::NoRoute,
+            Reason::HeadersTooLarge,
+            Reason::ConnectRefused,
+            Reason::ConnectFailed,
+            Reason::ConnectTimeout,
+            Reason::TlsFailed,
+            Reason::PeerIdentity,
+            Reason::UpstreamReset,
+            Reason::ResponseTimeout,
+        ];
+        let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+        for reason in all {
+            assert!(reason.status().is_client_error() || reason.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn responses_name_the_reason() {
+        let err = ProxyError::NoRoute {
+            host: "nowhere".into(),
+        };
+        let response = err.to_response(Direction::Outbound);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[ERROR_HEADER], "no-route");
+    }
+
+    #[test]
+    fn refused_and_other_connect_errors_differ() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let refused = ProxyError::Connect {
+            addr,
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let other = ProxyError::Connect {
+            addr,
+            source: std::io::ErrorKind::HostUnreachable.into(),
+        };
+        assert_eq!(refused.reason(), Reason::ConnectRefused);
+        assert_eq!(other.reason(), Reason::ConnectFailed);
+    }
+}

@@ -1,0 +1,143 @@
+//! Header handling common to both directions: hop-by-hop fields
+//! (RFC 9110 §7.6.1), the headers Pilotfish adds, and the `Forwarded` /
+//! `X-Forwarded-For` trail.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+
+/// Set on inbound requests to the app: the verified SPIFFE id of the
+/// calling workload. Any copy sent by a caller is removed first.
+pub const CLIENT_ID: HeaderName = HeaderName::from_static("pilotfish-client-id");
+
+/// Set by the outbound sidecar on the mesh link when the app spoke
+/// HTTP/1.x, so the inbound sidecar speaks HTTP/1.1 to the far app even
+/// though the link itself is HTTP/2. Never reaches an app.
+pub const ORIG_PROTO: HeaderName = HeaderName::from_static("pilotfish-orig-proto");
+
+/// The value of [`ORIG_PROTO`] for HTTP/1.x callers.
+pub const ORIG_PROTO_HTTP1: HeaderValue = HeaderValue::from_static("HTTP/1.1");
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Removes hop-by-hop fields: `Connection` and every field it names,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and
+/// `TE` except the value `trailers` (which gRPC needs end to end).
+/// `Proxy-Authorization` is for this proxy and goes no further.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        // `Connection: close, x-foo` names further hop-by-hop fields.
+        let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+        headers.remove(header::CONNECTION);
+        for value in named {
+            if let Ok(text) = value.to_str() {
+                for name in text.split(',') {
+                    let name = name.trim();
+                    if !name.is_empty() && !name.eq_ignore_ascii_case("trailers") {
+                        headers.remove(name);
+                    }
+                }
+            }
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    if let Some(te) = headers.remove(header::TE) {
+        let wants_trailers = te.to_str().is_ok_and(|text| {
+            text.split(',')
+                .any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("trailers"))
+        });
+        if wants_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Appends the calling peer to `X-Forwarded-For` and `Forwarded`
+/// (RFC 7239), keeping what earlier hops wrote.
+pub fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
+    let ip = peer.to_string();
+    append_list(headers, &X_FORWARDED_FOR, &ip);
+    let element = match peer {
+        IpAddr::V4(_) => format!("for={ip};proto=https"),
+        IpAddr::V6(_) => format!("for=\"[{ip}]\";proto=https"),
+    };
+    append_list(headers, &header::FORWARDED, &element);
+}
+
+/// Appends `item` to a comma-separated list header, joining all existing
+/// lines into one.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+    let mut joined = String::new();
+    for value in headers.get_all(name) {
+        if let Ok(text) = value.to_str() {
+            joined.push_str(text);
+            joined.push_str(", ");
+        }
+    }
+    joined.push_str(item);
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic abc"),
+            ("te", "gzip"),
+            ("x-kept", "yes"),
+            ("trailer", "x-checksum"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let mut names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["trailer", "x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_alone() {
+        let mut headers = map(&[("te", "gzip, trailers;q=1")]);
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers["te"], "trailers");
+    }
+
+    #[test]
+    fn forwarded_trail_is_appended() {
+        let mut headers = map(&[("x-forwarded-for", "10.0.0.1"), ("forwarded", "for=10.0.0.1")]);
+        append_forwarded(&mut headers, "10.0.0.2".parse().unwrap());
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
+        assert_eq!(headers["forwarded"], "for=10.0.0.1, for=10.0.0.2;proto=https");
+
+        let mut headers = HeaderMap::new();
+        append_forwarded(&mut headers, "::1".parse().unwrap());
+        assert_eq!(headers["forwarded"], "for=\"[::1]\";proto=https");
+    }
+}

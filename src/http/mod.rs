@@ -1,0 +1,11 @@
+//! HTTP pieces shared by both directions: the body type, the proxy's own
+//! error responses, header rules, and client/server connection set-up.
+
+pub mod body;
+pub mod error;
+pub mod h2_client;
+pub mod headers;
+pub mod server;
+
+pub use body::{Body, BoxError};
+pub use error::{Direction, ERROR_HEADER, ProxyError, Reason};

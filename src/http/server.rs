@@ -1,0 +1,66 @@
+//! The HTTP server side of a listener: one hyper-util builder that speaks
+//! HTTP/1.1 and HTTP/2 (h2c prior knowledge, or h2 after ALPN) on the same
+//! connection type, with the header limits of the config applied equally.
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::config::HttpConfig;
+
+/// HTTP/2 counts 32 bytes of overhead per field (RFC 9113 §6.5.2) that
+/// HTTP/1 does not; allow for it so the same headers pass both ways.
+const H2_FIELD_OVERHEAD: usize = 32;
+
+/// Header limits as the servers and clients apply them.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimits {
+    /// Largest header block in bytes.
+    pub max_bytes: usize,
+    /// Most header fields.
+    pub max_count: usize,
+}
+
+impl HeaderLimits {
+    /// The limits a config asks for.
+    pub fn from_config(http: &HttpConfig) -> Self {
+        Self {
+            max_bytes: http.max_header_bytes.as_usize(),
+            max_count: *http.max_headers.get(),
+        }
+    }
+
+    /// The same limits plus room for `extra` fields that a proxy adds on
+    /// the way (identity, forwarding trail), so a request admitted by one
+    /// sidecar is never refused by the next.
+    pub fn with_headroom(self, extra: usize) -> Self {
+        Self {
+            max_bytes: self.max_bytes + extra * 512,
+            max_count: self.max_count + extra,
+        }
+    }
+
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE` equivalent to these limits.
+    pub fn h2_list_size(self) -> u32 {
+        let size = self.max_bytes + self.max_count * H2_FIELD_OVERHEAD;
+        u32::try_from(size).unwrap_or(u32::MAX)
+    }
+}
+
+/// A server builder for HTTP/1.1 and HTTP/2 with these header limits.
+pub fn builder(limits: HeaderLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper needs at least 8 KiB; the config check enforces that.
+        .max_buf_size(limits.max_bytes.max(8192))
+        .max_headers(limits.max_count);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.h2_list_size())
+        // Bound the work a peer can cause with reset floods (CVE-2023-44487).
+        .max_pending_accept_reset_streams(Some(20))
+        .max_concurrent_streams(Some(1024));
+    builder
+}

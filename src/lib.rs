@@ -1,0 +1,38 @@
+//! Pilotfish: a service-mesh sidecar proxy.
+//!
+//! One process runs beside each service. The service speaks plain HTTP on
+//! loopback; Pilotfish carries its calls across the mesh over mTLS:
+//!
+//! ```text
+//!  app A --plain HTTP--> [A's sidecar: outbound] ==mTLS, HTTP/2==> [B's sidecar: inbound] --plain HTTP--> app B
+//!                          route -> destination -> endpoint            identity -> app client
+//! ```
+//!
+//! Modules, in the order a request meets them:
+//!
+//! - [`config`]: the YAML file, typed and validated.
+//! - [`app`]: start-up (bind every listener, then serve) and graceful drain.
+//! - [`outbound`]: app -> mesh: [`outbound::route`] picks a destination,
+//!   [`outbound::endpoint`] holds the mTLS HTTP/2 connection to a peer.
+//! - [`inbound`]: mesh -> app: mTLS termination, caller identity, the app.
+//! - [`tls`] and [`identity`]: certificates, SPIFFE ids, verification.
+//! - [`http`]: body type, header rules, the proxy's own error responses.
+//! - [`admin`], [`metrics`], [`telemetry`]: health, Prometheus, logs.
+//! - [`certs`] and [`demo`]: development certificates and the demo mesh.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod certs;
+pub mod config;
+pub mod demo;
+pub mod drain;
+pub mod http;
+pub mod identity;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,179 @@
+//! The `pilotfish` command: `run`, `check`, `certs`, `demo`.
+//!
+//! `run`: argv -> config::load -> telemetry::init -> runtime -> App::build -> App::run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use pilotfish::app::{self, App};
+use pilotfish::config::{self, HumanDuration};
+use pilotfish::{certs, demo, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pilotfish",
+    version,
+    about = "A small, fast service-mesh sidecar: mTLS, routing and telemetry beside every service."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Run {
+        /// The YAML config file.
+        #[arg(long, short, env = "PILOTFISH_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate config files; print FILE:LINE:COLUMN for each problem.
+    Check {
+        /// Config files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Make development certificates (a CA, and workload certificates).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Run the demo mesh on loopback: demo services, one sidecar each, mTLS.
+    Demo(demo::DemoArgs),
+    /// A demo service (plain HTTP, no mesh logic); started by `demo`.
+    #[command(hide = true)]
+    DemoApp(demo::app::AppArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Make a development CA: DIR/ca.pem and DIR/ca-key.pem.
+    Ca {
+        /// Output folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Lifetime of the CA certificate.
+        #[arg(long, default_value = "365days", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a workload certificate: DIR/NAME.pem and DIR/NAME-key.pem.
+    Issue {
+        /// Folder holding ca.pem and ca-key.pem.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Service (account) name; the identity is spiffe://TD/ns/NS/sa/NAME.
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// Namespace.
+        #[arg(long, default_value = "default", value_name = "NS")]
+        namespace: String,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local", value_name = "TD")]
+        trust_domain: String,
+        /// Lifetime of the certificate.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Output folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    HumanDuration::parse(text).map(|d| d.0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { files } => return check(&files),
+        Command::Certs { command } => certs_command(command),
+        Command::Demo(args) => demo::run(args),
+        Command::DemoApp(args) => demo::app::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pilotfish: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    telemetry::init(&config.log.level, config.log.format);
+    let workers = *config.runtime.worker_threads;
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let app = App::build(config).await?;
+        app.run(app::shutdown_signal()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Connections still open after the drain timeout are cut here.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let errors = config::check_files(files);
+    for error in &errors {
+        println!("{error}");
+    }
+    if errors.is_empty() {
+        for file in files {
+            println!("{}: ok", file.display());
+        }
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn certs_command(command: CertsCommand) -> anyhow::Result<()> {
+    match command {
+        CertsCommand::Ca { out, ttl, force } => {
+            let files = certs::make_ca(&out, ttl, force)?;
+            println!("wrote {} and {}", files.cert.display(), files.key.display());
+        }
+        CertsCommand::Issue {
+            ca,
+            service,
+            namespace,
+            trust_domain,
+            ttl,
+            out,
+            force,
+        } => {
+            let workload = certs::Workload::new(&service, &namespace, &trust_domain)?;
+            let files = certs::issue(&ca, &workload, ttl, &out, force)?;
+            println!(
+                "wrote {} and {} for {}",
+                files.cert.display(),
+                files.key.display(),
+                files.identity
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! One endpoint of a destination: a peer sidecar's inbound port, reached over
+//! a single multiplexed HTTP/2 connection on mTLS that all requests share.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tracing::info;
+
+use crate::http::h2_client::{self, H2Connection};
+use crate::http::server::HeaderLimits;
+use crate::http::{Body, ProxyError};
+
+/// How to reach the endpoints of one destination.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// TLS client config that verifies the destination's identity.
+    pub tls: Arc<ClientConfig>,
+    /// SNI sent in the handshake.
+    pub server_name: ServerName<'static>,
+    /// Bound on TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Header limits for responses coming back.
+    pub limits: HeaderLimits,
+}
+
+/// A peer sidecar and the shared connection to it.
+#[derive(Debug)]
+pub struct MeshEndpoint {
+    addr: SocketAddr,
+    settings: Arc<EndpointSettings>,
+    connection: H2Connection,
+}
+
+impl MeshEndpoint {
+    /// An endpoint at `addr`; nothing is connected yet.
+    pub fn new(addr: SocketAddr, settings: Arc<EndpointSettings>) -> Self {
+        Self {
+            addr,
+            settings,
+            connection: H2Connection::new(),
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends a request over the shared connection, connecting if needed.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        self.connection
+            .send(self.addr, req, || self.connect())
+            .await
+    }
+
+    /// TCP, then TLS with the destination's identity check, then HTTP/2,
+    /// all within the connect timeout.
+    async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
+        let addr = self.addr;
+        let settings = &self.settings;
+        let connect = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ProxyError::Connect { addr, source })?;
+            // Small request/response frames must not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+            let tls = TlsConnector::from(settings.tls.clone())
+                .connect(settings.server_name.clone(), tcp)
+                .await
+                .map_err(|source| ProxyError::Tls { addr, source })?;
+            if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+                return Err(ProxyError::NotH2 { addr });
+            }
+            h2_client::handshake(TokioIo::new(tls), addr, settings.limits).await
+        };
+        let timeout = settings.connect_timeout;
+        let sender = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout {
+                addr,
+                after: timeout,
+            })??;
+        info!(endpoint = %addr, "connected to mesh endpoint");
+        Ok(sender)
+    }
+}

@@ -1,0 +1,269 @@
+//! Routing, as pure functions: which destination a request is for, from its
+//! authority (absolute-form URI, HTTP/2 `:authority`, or `Host`) and path.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use http::Request;
+use http::header::HOST;
+
+use crate::config::OutboundConfig;
+use crate::http::ProxyError;
+
+/// The destination a request names: its host (lowercase, no trailing dot)
+/// and port, if one was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// Host name or IP literal.
+    pub host: Cow<'a, str>,
+    /// Port from the authority.
+    pub port: Option<u16>,
+    /// The authority as the client wrote it, for the upstream request.
+    pub authority: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// Reads the target of a request: the URI's authority when the request
+    /// is in absolute form (an `HTTP_PROXY` client) or HTTP/2, else `Host`.
+    pub fn of<B>(req: &'a Request<B>) -> Result<Self, ProxyError> {
+        let authority = match req.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None => req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or(ProxyError::NoAuthority)?,
+        };
+        Self::parse(authority).ok_or(ProxyError::NoAuthority)
+    }
+
+    /// Splits `host[:port]` (IPv6 literals in brackets); `None` if malformed.
+    pub fn parse(authority: &'a str) -> Option<Self> {
+        // Drop any userinfo: `user@host`.
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+            let (ip, after) = rest.split_once(']')?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?.parse().ok()?),
+            };
+            (ip, port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p.parse().ok()?)),
+                None => (hostport, None),
+            }
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() {
+            return None;
+        }
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        Some(Self {
+            host,
+            port,
+            authority,
+        })
+    }
+}
+
+/// Parses the `host` of a route: `name` or `name:port`.
+pub fn parse_route_host(text: &str) -> Result<(String, Option<u16>), String> {
+    let target = Target::parse(text).ok_or_else(|| {
+        format!("route host {text:?} is not a host name or host:port (no scheme, no path)")
+    })?;
+    if target.host.contains(['/', ' ', '@']) {
+        return Err(format!("route host {text:?} must be a bare host name, without a path"));
+    }
+    Ok((target.host.into_owned(), target.port))
+}
+
+/// One candidate for a host.
+#[derive(Debug, Clone)]
+struct Entry {
+    port: Option<u16>,
+    prefix: String,
+    destination: usize,
+}
+
+/// Host (+ port) and path prefix -> destination index.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    by_host: HashMap<String, Vec<Entry>>,
+}
+
+impl RouteTable {
+    /// Builds the table for `outbound`, whose services are numbered in the
+    /// order of `outbound.services` (sorted by name). Each service answers
+    /// to `NAME`, `NAME.NS`, `NAME.NS.svc` and `NAME.NS.svc.cluster.local`
+    /// (`NS` is the destination's namespace, else `default_namespace`);
+    /// explicit routes are tried first, longest path prefix first.
+    pub fn build(outbound: &OutboundConfig, default_namespace: &str) -> Self {
+        let index: HashMap<&str, usize> = outbound
+            .services
+            .keys()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let mut by_host: HashMap<String, Vec<Entry>> = HashMap::new();
+        for route in &outbound.routes {
+            let (Ok((host, port)), Some(&destination)) = (
+                parse_route_host(&route.host),
+                index.get(route.service.as_str()),
+            ) else {
+                continue; // reported by config validation
+            };
+            by_host.entry(host).or_default().push(Entry {
+                port,
+                prefix: route.path_prefix.clone(),
+                destination,
+            });
+        }
+        // Explicit routes first, port-specific before any-port, then the
+        // longest prefix; the sort is stable, so service names come last.
+        for entries in by_host.values_mut() {
+            entries.sort_by_key(|e| (e.port.is_none(), std::cmp::Reverse(e.prefix.len())));
+        }
+        for (name, dst) in &outbound.services {
+            let ns = dst.namespace.as_deref().unwrap_or(default_namespace);
+            let destination = index[name.as_str()];
+            for host in [
+                name.clone(),
+                format!("{name}.{ns}"),
+                format!("{name}.{ns}.svc"),
+                format!("{name}.{ns}.svc.cluster.local"),
+            ] {
+                by_host.entry(host).or_default().push(Entry {
+                    port: None,
+                    prefix: "/".to_owned(),
+                    destination,
+                });
+            }
+        }
+        Self { by_host }
+    }
+
+    /// The destination for a target and path, if any route matches.
+    pub fn find(&self, target: &Target<'_>, path: &str) -> Option<usize> {
+        self.by_host
+            .get(target.host.as_ref())?
+            .iter()
+            .find(|e| {
+                (e.port.is_none() || e.port == target.port) && prefix_matches(&e.prefix, path)
+            })
+            .map(|e| e.destination)
+    }
+}
+
+/// Whole-segment prefix match: `/users` matches `/users`, `/users/`,
+/// `/users/7` and `/users?x`, but not `/usersx`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DestinationConfig, HumanDuration, Located, RouteConfig};
+
+    fn outbound(services: &[&str], routes: &[(&str, &str, &str)]) -> OutboundConfig {
+        OutboundConfig {
+            listen: Located::new("127.0.0.1:0".parse().unwrap()),
+            services: services
+                .iter()
+                .map(|name| {
+                    let dst = DestinationConfig {
+                        endpoints: vec![Located::new("127.0.0.1:1".parse().unwrap())],
+                        identity: None,
+                        namespace: None,
+                        connect_timeout: HumanDuration::from_secs(1),
+                        timeout: HumanDuration::from_secs(1),
+                    };
+                    ((*name).to_owned(), Located::new(dst))
+                })
+                .collect(),
+            routes: routes
+                .iter()
+                .map(|(host, prefix, service)| RouteConfig {
+                    host: Located::new((*host).to_owned()),
+                    path_prefix: (*prefix).to_owned(),
+                    service: Located::new((*service).to_owned()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn targets() {
+        let cases: &[(&str, Option<(&str, Option<u16>)>)] = &[
+            ("users", Some(("users", None))),
+            ("Users:8080", Some(("users", Some(8080)))),
+            ("users.default.svc.cluster.local.", Some(("users.default.svc.cluster.local", None))),
+            ("[::1]:80", Some(("::1", Some(80)))),
+            ("[::1]", Some(("::1", None))),
+            ("user@users:1", Some(("users", Some(1)))),
+            ("users:http", None),
+            (":80", None),
+            ("[::1", None),
+        ];
+        for (authority, want) in cases {
+            let got = Target::parse(authority).map(|t| (t.host.into_owned(), t.port));
+            let want = want.map(|(h, p)| (h.to_owned(), p));
+            assert_eq!(got, want, "{authority}");
+        }
+    }
+
+    #[test]
+    fn routing_table() {
+        // services are numbered by name: api-v2 = 0, orders = 1, users = 2
+        let table = RouteTable::build(
+            &outbound(
+                &["users", "orders", "api-v2"],
+                &[
+                    ("api.example", "/users", "users"),
+                    ("api.example", "/", "orders"),
+                    ("api.example:8443", "/users", "api-v2"),
+                    ("users", "/v2", "api-v2"),
+                ],
+            ),
+            "default",
+        );
+        let cases: &[(&str, &str, Option<usize>)] = &[
+            ("users", "/users/1", Some(2)),
+            ("USERS:80", "/", Some(2)),
+            ("users.default", "/x", Some(2)),
+            ("users.default.svc.cluster.local", "/x", Some(2)),
+            ("users", "/v2/x", Some(0)),
+            ("users", "/v2x", Some(2)),
+            ("api.example", "/users/7", Some(2)),
+            ("api.example", "/usersx", Some(1)),
+            ("api.example", "/", Some(1)),
+            ("api.example:8443", "/users", Some(0)),
+            ("api.example:8443", "/orders", Some(1)),
+            ("users.other", "/", None),
+            ("nowhere", "/", None),
+        ];
+        for (authority, path, want) in cases {
+            let target = Target::parse(authority).unwrap();
+            assert_eq!(table.find(&target, path), *want, "{authority}{path}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/users", "/users"));
+        assert!(prefix_matches("/users/", "/users/7"));
+        assert!(prefix_matches("/users", "/users/7"));
+        assert!(!prefix_matches("/users", "/usersx"));
+        assert!(!prefix_matches("/users", "/"));
+    }
+}

@@ -1,0 +1,99 @@
+//! mTLS for the mesh link: rustls configs for the inbound server (client
+//! certificate required) and the outbound client (SPIFFE id verified),
+//! TLS 1.3 only, aws-lc-rs crypto.
+
+mod credentials;
+mod verify;
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+
+pub use credentials::{CredentialError, Credentials, LeafInfo, TlsFile, leaf_info};
+pub use verify::{IdentityMismatch, SpiffeServerVerifier};
+
+use crate::identity::SpiffeId;
+
+/// ALPN id of HTTP/2: the mesh link always speaks it.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN id of HTTP/1.1, offered on inbound for callers outside the mesh
+/// proxies (load generators, probes).
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The one crypto provider (aws-lc-rs), shared by every config.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// The inbound server config: TLS 1.3, a client certificate chaining to the
+/// mesh CA is required, ALPN h2 then http/1.1.
+pub fn server_config(creds: &Credentials) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(creds.roots.clone(), provider())
+        .build()
+        .map_err(|e| rustls::Error::General(format!("client verifier: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(OwnCert(creds.certified_key.clone())));
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The outbound client config for one destination: TLS 1.3, presents our
+/// certificate, requires the server to prove `expected`, ALPN h2.
+pub fn client_config(
+    creds: &Credentials,
+    expected: SpiffeId,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let verifier = SpiffeServerVerifier::new(creds.roots.clone(), expected);
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(OwnCert(creds.certified_key.clone())));
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The verified SPIFFE id of the peer of an accepted connection.
+pub fn peer_identity(conn: &rustls::ServerConnection) -> Result<SpiffeId, String> {
+    let leaf: &CertificateDer<'_> = conn
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .ok_or_else(|| "the peer presented no client certificate".to_owned())?;
+    leaf_info(leaf)?
+        .identity
+        .ok_or_else(|| "the client certificate has no SPIFFE id (one URI SAN spiffe://...)".to_owned())
+}
+
+/// Always presents this workload's certificate, as server and as client.
+#[derive(Debug)]
+struct OwnCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OwnCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+impl ResolvesClientCert for OwnCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
