@@ -40,10 +40,10 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     /// Mesh -> app. Absent: this sidecar accepts no mesh traffic.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<InboundConfig>,
     /// App -> mesh. Absent: the app cannot call other services.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundConfig>,
     /// HTTP protocol limits shared by every listener.
     #[serde(default)]
@@ -157,10 +157,10 @@ pub struct DestinationConfig {
     /// Identity the endpoints must prove: a service name (in `namespace`
     /// and this mesh's trust domain) or a whole `spiffe://` id. Default: the
     /// destination's own name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Located<String>>,
     /// Namespace of the destination (default: this sidecar's namespace).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Longest wait for TCP connect plus TLS handshake (default 1s).
     #[serde(default = "defaults::connect_timeout")]

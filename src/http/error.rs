@@ -150,7 +150,7 @@ pub enum ProxyError {
         addr: SocketAddr,
     },
     /// The request failed on an established connection.
-    #[error("{addr} failed the request: {source}")]
+    #[error("{addr} failed the request: {}", chain(source.as_ref()))]
     Upstream {
         /// The endpoint.
         addr: SocketAddr,
@@ -207,6 +207,22 @@ impl ProxyError {
         );
         response
     }
+}
+
+/// An error and its causes, `outer: inner: innermost`, without repeats
+/// (hyper's messages often end with their source's text already).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn is_identity_mismatch(err: &std::io::Error) -> bool {

@@ -1,0 +1,4 @@
+//! Integration tests: the real `pilotfish` binary as a separate process,
+//! over real sockets and real mTLS with certificates it made itself.
+
+mod demo;
