@@ -1,4 +1,7 @@
 //! Integration tests: the real `pilotfish` binary as a separate process,
 //! over real sockets and real mTLS with certificates it made itself.
 
+mod support;
+
 mod demo;
+mod proxy;

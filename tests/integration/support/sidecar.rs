@@ -1,0 +1,285 @@
+//! A sidecar run as a real process, on ports the OS picks (`:0`); the
+//! bound addresses are read from its JSON `listening` log lines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Certs, Leaf, bin, path_str};
+
+/// Builds the YAML of one sidecar.
+pub struct SidecarConfig {
+    service: String,
+    ca: PathBuf,
+    leaf: Leaf,
+    inbound_app: Option<SocketAddr>,
+    inbound_extra: String,
+    outbound: Vec<(String, Vec<SocketAddr>, String)>,
+    routes: String,
+    extra: String,
+    outbound_enabled: bool,
+}
+
+impl SidecarConfig {
+    /// A sidecar for `service` with a fresh certificate from `certs`.
+    pub fn new(service: &str, certs: &Certs) -> Self {
+        Self::with_leaf(service, certs, certs.issue(service))
+    }
+
+    /// A sidecar for `service` presenting `leaf`.
+    pub fn with_leaf(service: &str, certs: &Certs, leaf: Leaf) -> Self {
+        Self {
+            service: service.to_owned(),
+            ca: certs.ca(),
+            leaf,
+            inbound_app: None,
+            inbound_extra: String::new(),
+            outbound: Vec::new(),
+            routes: String::new(),
+            extra: String::new(),
+            outbound_enabled: false,
+        }
+    }
+
+    /// Accept mesh traffic for the app at `app`.
+    pub fn inbound(mut self, app: SocketAddr) -> Self {
+        self.inbound_app = Some(app);
+        self
+    }
+
+    /// Extra YAML lines under `inbound:` (indented by the caller with 2 spaces).
+    pub fn inbound_extra(mut self, yaml: &str) -> Self {
+        self.inbound_extra.push_str(yaml);
+        self
+    }
+
+    /// A destination service; `extra` is YAML under it (4-space indent).
+    pub fn service(mut self, name: &str, endpoints: &[SocketAddr], extra: &str) -> Self {
+        self.outbound_enabled = true;
+        self.outbound
+            .push((name.to_owned(), endpoints.to_vec(), extra.to_owned()));
+        self
+    }
+
+    /// An outbound listener even without services.
+    pub fn outbound(mut self) -> Self {
+        self.outbound_enabled = true;
+        self
+    }
+
+    /// YAML list items under `outbound.routes` (4-space indent).
+    pub fn routes(mut self, yaml: &str) -> Self {
+        self.outbound_enabled = true;
+        self.routes.push_str(yaml);
+        self
+    }
+
+    /// Top-level YAML appended at the end.
+    pub fn extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        self
+    }
+
+    /// The config file text.
+    pub fn yaml(&self) -> String {
+        let mut y = format!(
+            "service: {}\ntls:\n  ca: {}\n  cert: {}\n  key: {}\nadmin:\n  listen: 127.0.0.1:0\nlog:\n  format: json\n",
+            self.service,
+            path_str(&self.ca),
+            path_str(&self.leaf.cert),
+            path_str(&self.leaf.key),
+        );
+        if let Some(app) = self.inbound_app {
+            y.push_str(&format!(
+                "inbound:\n  listen: 127.0.0.1:0\n  app: {app}\n{}",
+                self.inbound_extra
+            ));
+        }
+        if self.outbound_enabled {
+            y.push_str("outbound:\n  listen: 127.0.0.1:0\n  services:\n");
+            if self.outbound.is_empty() {
+                y.push_str("    {}\n");
+            }
+            for (name, endpoints, extra) in &self.outbound {
+                let list: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+                y.push_str(&format!(
+                    "    {name}:\n      endpoints: [{}]\n{extra}",
+                    list.join(", ")
+                ));
+            }
+            if !self.routes.is_empty() {
+                y.push_str("  routes:\n");
+                y.push_str(&self.routes);
+            }
+        }
+        y.push_str(&self.extra);
+        y
+    }
+}
+
+/// A running `pilotfish run` process; killed when dropped.
+pub struct Sidecar {
+    child: Child,
+    pub admin: SocketAddr,
+    pub inbound: Option<SocketAddr>,
+    pub outbound: Option<SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts a sidecar and waits until it logs `ready`.
+    pub fn start(config: &SidecarConfig) -> Self {
+        Self::start_yaml(&config.yaml())
+    }
+
+    /// Starts a sidecar from config text and waits until it logs `ready`.
+    pub fn start_yaml(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("sidecar.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut child = Command::new(bin())
+            .args(["run", "--config", path_str(&config_path)])
+            .env_remove("PILOTFISH_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pilotfish");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().expect("stdout")),
+        ] {
+            let logs = logs.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().expect("logs").push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut sidecar = Self {
+            child,
+            admin: SocketAddr::from(([0; 4], 0)),
+            inbound: None,
+            outbound: None,
+            logs,
+            lines,
+            _dir: dir,
+            config_path,
+        };
+        sidecar.await_ready(yaml);
+        sidecar
+    }
+
+    fn await_ready(&mut self, yaml: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "sidecar did not become ready; config:\n{yaml}\noutput:\n{}",
+                    self.logs().join("\n")
+                ),
+            };
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            match event["message"].as_str() {
+                Some("listening") => {
+                    let addr: SocketAddr = event["addr"]
+                        .as_str()
+                        .and_then(|a| a.parse().ok())
+                        .expect("listening addr");
+                    match event["listener"].as_str() {
+                        Some("admin") => self.admin = addr,
+                        Some("inbound") => self.inbound = Some(addr),
+                        Some("outbound") => self.outbound = Some(addr),
+                        other => panic!("unknown listener {other:?}"),
+                    }
+                }
+                Some("ready") => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// The outbound listener (panics if not configured).
+    pub fn outbound(&self) -> SocketAddr {
+        self.outbound.expect("outbound listener")
+    }
+
+    /// The inbound listener (panics if not configured).
+    pub fn inbound(&self) -> SocketAddr {
+        self.inbound.expect("inbound listener")
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits until a log line contains `needle`; panics after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {timeout:?}:\n{}",
+                self.logs().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        kill(Pid::from_raw(pid), signal).expect("kill");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running
+    /// after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! A plain HTTP app for the tests, in the test process: HTTP/1.1 and h2c on
+//! one port, with routes that exercise what a proxy must carry intact.
+//!
+//! - `/echo`: JSON of what arrived (method, path, version, headers, body size)
+//! - `/mirror`: streams the request body (and its trailers) back
+//! - `/trailers`: a body followed by trailers
+//! - `/bytes?n=N`: N bytes, streamed
+//! - `/sse?n=N&interval_ms=M`: N events, one every M ms
+//! - `/slow?ms=M`: answers after M ms
+//! - `/reset`: drops the connection without answering
+//! - `/status/CODE`: that status
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type AppBody = BoxBody<Bytes, BoxError>;
+
+/// What the app saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// A running test app; stops when dropped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    /// Starts on a free loopback port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, seen.clone()));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    /// The requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen").clone()
+    }
+
+    /// The last request seen.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("a request reached the app")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> AppBody {
+    Full::new(body.into()).map_err(|e| match e {}).boxed()
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<AppBody>, BoxError> {
+    seen.lock().expect("seen").push(Seen {
+        path: req.uri().path().to_owned(),
+        version: req.version(),
+        headers: req.headers().clone(),
+    });
+    let path = req.uri().path().to_owned();
+    let response = match path.as_str() {
+        "/echo" => echo(req).await,
+        "/mirror" => {
+            let mut response = Response::new(req.into_body().map_err(BoxError::from).boxed());
+            response.headers_mut().insert("x-mirrored", "yes".parse()?);
+            response
+        }
+        "/trailers" => trailers(),
+        "/bytes" => bytes(query_param(&req, "n").unwrap_or(0)),
+        "/sse" => sse(
+            query_param(&req, "n").unwrap_or(3),
+            query_param(&req, "interval_ms").unwrap_or(100),
+        ),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_param(&req, "ms").unwrap_or(0))).await;
+            Response::new(full("slow done\n"))
+        }
+        "/reset" => return Err("reset requested".into()),
+        p if p.starts_with("/status/") => {
+            let code: u16 = p["/status/".len()..].parse()?;
+            let mut response = Response::new(full(format!("status {code}\n")));
+            *response.status_mut() = StatusCode::from_u16(code)?;
+            response
+        }
+        _ => {
+            let mut response = Response::new(full("no such test route\n"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    };
+    Ok(response)
+}
+
+async fn echo(req: Request<Incoming>) -> Response<AppBody> {
+    let (parts, body) = req.into_parts();
+    let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let values: Vec<String> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        headers.insert(name.as_str().to_owned(), values.into());
+    }
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    let mut response = Response::new(full(json.to_string()));
+    response
+        .headers_mut()
+        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn trailers() -> Response<AppBody> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc123"));
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let (tx, body) = channel(2);
+    let _ = tx.try_send(Ok(Frame::data(Bytes::from_static(b"body before trailers\n"))));
+    let _ = tx.try_send(Ok(Frame::trailers(trailers)));
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        "trailer",
+        http::HeaderValue::from_static("x-checksum, grpc-status"),
+    );
+    response
+}
+
+fn bytes(n: u64) -> Response<AppBody> {
+    const CHUNK: u64 = 64 * 1024;
+    let (tx, body) = channel(4);
+    tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+        let mut left = n;
+        while left > 0 {
+            let len = left.min(CHUNK);
+            if tx.send(Ok(Frame::data(chunk.slice(..len as usize)))).await.is_err() {
+                return;
+            }
+            left -= len;
+        }
+    });
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert("content-length", http::HeaderValue::from(n));
+    response
+}
+
+fn sse(n: u64, interval_ms: u64) -> Response<AppBody> {
+    let (tx, body) = channel(1);
+    tokio::spawn(async move {
+        for i in 0..n {
+            let event = Bytes::from(format!("data: event {i}\n\n"));
+            if tx.send(Ok(Frame::data(event))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    });
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+/// A body fed frame by frame through a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<FrameResult>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<FrameResult>> {
+        self.get_mut().0.poll_recv(cx)
+    }
+}
+
+/// A channel body and its sender.
+fn channel(capacity: usize) -> (tokio::sync::mpsc::Sender<FrameResult>, AppBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    (tx, ChannelBody(rx).boxed())
+}
