@@ -4,4 +4,7 @@
 mod support;
 
 mod demo;
+mod errors;
+mod mtls;
 mod proxy;
+mod streaming;

@@ -57,9 +57,12 @@ impl TestApp {
                 let seen = seen2.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(req, seen.clone()));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    // Limits well above the sidecar's, so that any 431 in a
+                    // test comes from the sidecar under test.
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().max_headers(1000).max_buf_size(1 << 20);
+                    builder.http2().max_header_list_size(1 << 20);
+                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
                 });
             }
         });
