@@ -126,8 +126,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
             .build()?
     };
     runtime.block_on(async {
+        let shutdown = app::shutdown_signal()?;
         let app = App::build(config).await?;
-        app.run(app::shutdown_signal()).await;
+        app.run(shutdown).await;
         Ok::<_, anyhow::Error>(())
     })?;
     // Connections still open after the drain timeout are cut here.

@@ -57,10 +57,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
-    let mut config = parse_str(&text, path)?;
+    let mut config = parse_yaml(&text, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     resolve_paths(&mut config, base);
-    let errors = super::validate::validate_files(&config, path);
+    // Report every problem at once: the rules and the files they name.
+    let mut errors = super::validate::validate(&config, path);
+    errors.extend(super::validate::validate_files(&config, path));
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -71,7 +73,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses and validates config text. `file` only names it in errors.
 /// Files the config names are not read here (see [`load`]).
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    let config: Config = serde_saphyr::from_str(text).map_err(|e| {
+    let config = parse_yaml(text, file)?;
+    let errors = super::validate::validate(&config, file);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// YAML syntax and types only: the first error stops the parse.
+fn parse_yaml(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    serde_saphyr::from_str(text).map_err(|e| {
         let position = e
             .location()
             .map(|l| Position {
@@ -89,13 +102,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
             position,
             message,
         }])
-    })?;
-    let errors = super::validate::validate(&config, file);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    })
 }
 
 /// Checks each file as `pilotfish check` does; returns the errors of all.

@@ -3,8 +3,12 @@
 
 mod support;
 
+mod admin;
+mod certs;
+mod config_check;
 mod demo;
 mod errors;
 mod mtls;
 mod proxy;
+mod shutdown;
 mod streaming;

@@ -1,0 +1,174 @@
+//! `pilotfish check` and start-up report every config problem as
+//! `FILE:LINE:COLUMN: what is wrong`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::*;
+
+/// A valid config for `orders` with certificates from `certs`.
+fn valid(certs: &Certs) -> String {
+    let leaf = certs.issue("orders");
+    format!(
+        "service: orders
+tls:
+  ca: {}
+  cert: {}
+  key: {}
+outbound:
+  listen: 127.0.0.1:0
+  services:
+    users:
+      endpoints: [127.0.0.1:15106]
+      timeout: 2s
+admin:
+  listen: 127.0.0.1:0
+",
+        path_str(&certs.ca()),
+        path_str(&leaf.cert),
+        path_str(&leaf.key)
+    )
+}
+
+/// Runs `pilotfish check` on `yaml`; returns (exit code, stdout, file path).
+fn check(dir: &Path, name: &str, yaml: &str) -> (i32, String, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write config");
+    let output = Command::new(bin())
+        .args(["check", path_str(&path)])
+        .output()
+        .expect("run check");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        path_str(&path).to_owned(),
+    )
+}
+
+/// Replaces the first occurrence of `from` in the valid config.
+fn broken(certs: &Certs, from: &str, to: &str) -> String {
+    let yaml = valid(certs);
+    assert!(yaml.contains(from), "{from:?} not in the config");
+    yaml.replacen(from, to, 1)
+}
+
+#[test]
+fn a_valid_config_passes() {
+    let certs = Certs::new();
+    let (code, out, file) = check(certs.dir.path(), "ok.yaml", &valid(&certs));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), format!("{file}: ok"));
+}
+
+#[test]
+fn errors_name_the_file_line_and_column() {
+    let certs = Certs::new();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (what, replace, with, expected "LINE:COLUMN: message" fragment)
+        ("misspelt key", "      timeout: 2s", "      timout: 2s", ":11:7: unknown field `timout`"),
+        ("wrong type", "  listen: 127.0.0.1:0\n  services", "  listen: [1, 2]\n  services", ":7:11: "),
+        ("bad duration", "timeout: 2s", "timeout: 2 parsecs", ":11:16: bad duration"),
+        ("duration without unit", "timeout: 2s", "timeout: 2", ":11:16: duration \"2\" has no unit"),
+        ("bad address", "[127.0.0.1:15106]", "[localhost]", ":10:19: "),
+        ("bad service name", "service: orders", "service: Orders", ":1:10: service name \"Orders\""),
+    ];
+    for (what, from, to, expected) in cases {
+        let (code, out, file) = check(certs.dir.path(), "bad.yaml", &broken(&certs, from, to));
+        assert_eq!(code, 1, "{what}: {out}");
+        let expected = format!("{file}{expected}");
+        assert!(out.starts_with(&expected), "{what}: expected {expected:?}, got:\n{out}");
+    }
+}
+
+#[test]
+fn semantic_errors_point_at_the_offending_value() {
+    let certs = Certs::new();
+    let leaf = certs.issue("orders");
+    let yaml = format!(
+        "service: orders
+tls:
+  ca: {}
+  cert: /nonexistent/orders.pem
+  key: {}
+admin:
+  listen: 127.0.0.1:15001
+outbound:
+  listen: 127.0.0.1:15001
+  services:
+    users:
+      endpoints: [127.0.0.1:15106]
+  routes:
+    - host: api.example
+      service: payments
+",
+        path_str(&certs.ca()),
+        path_str(&leaf.key)
+    );
+    let (code, out, file) = check(certs.dir.path(), "semantic.yaml", &yaml);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let expect = [
+        format!("{file}:9:11: duplicate listener address 127.0.0.1:15001"),
+        format!("{file}:15:16: route to undefined service \"payments\" (defined: users)"),
+        format!("{file}:4:9: cannot read /nonexistent/orders.pem"),
+    ];
+    for expected in &expect {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected.as_str())),
+            "expected a line starting {expected:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_certificate_for_another_service_is_an_error() {
+    let certs = Certs::new();
+    let other = certs.issue("users");
+    let yaml = valid(&certs)
+        .replace(path_str(&certs.dir.path().join("orders.pem")), path_str(&other.cert))
+        .replace(path_str(&certs.dir.path().join("orders-key.pem")), path_str(&other.key));
+    let (code, out, file) = check(certs.dir.path(), "wrong-cert.yaml", &yaml);
+    assert_eq!(code, 1);
+    assert!(out.starts_with(&format!("{file}:4:")), "{out}");
+    assert!(out.contains("the certificate is for spiffe://cluster.local/ns/default/sa/users"), "{out}");
+}
+
+#[test]
+fn several_files_are_checked_together() {
+    let certs = Certs::new();
+    let good = certs.dir.path().join("good.yaml");
+    std::fs::write(&good, valid(&certs)).expect("write");
+    let bad = certs.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "service: orders\nbogus: 1\n").expect("write");
+    let output = Command::new(bin())
+        .args(["check", path_str(&good), path_str(&bad)])
+        .output()
+        .expect("run check");
+    assert_eq!(output.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.starts_with(&format!("{}:2:1: unknown field `bogus`", path_str(&bad))), "{out}");
+    assert!(!out.contains("good.yaml:"), "{out}");
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_the_same_message() {
+    let certs = Certs::new();
+    let path = certs.dir.path().join("bad.yaml");
+    std::fs::write(&path, broken(&certs, "timeout: 2s", "timeout: soon")).expect("write");
+    let output = Command::new(bin())
+        .args(["run", "--config", path_str(&path)])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains(&format!("{}:11:16: bad duration", path_str(&path))), "{err}");
+
+    // The environment variable names the config too.
+    let output = Command::new(bin())
+        .arg("run")
+        .env("PILOTFISH_CONFIG", &path)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(":11:16: bad duration"));
+}
