@@ -138,15 +138,18 @@ fn plain_message(message: &str) -> String {
     };
     let replacements: &[(&str, &str)] = &[
         ("invalid u16", "expected a whole number from 0 to 65535"),
-        ("invalid u32", "expected a whole number from 0 to 4294967295"),
+        (
+            "invalid u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
         ("invalid u64", "expected a whole number"),
         ("invalid usize", "expected a whole number"),
         ("expected sequence start", "expected a list"),
         ("expected mapping start", "expected a mapping (key: value)"),
     ];
     for (from, to) in replacements {
-        if message.starts_with(from) {
-            return format!("{to}{}", &message[from.len()..]);
+        if let Some(rest) = message.strip_prefix(from) {
+            return format!("{to}{rest}");
         }
     }
     message.to_owned()

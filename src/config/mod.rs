@@ -108,7 +108,7 @@ pub struct InboundConfig {
     /// HTTP version spoken to the app: `auto` (the version the calling app
     /// used), `http1` or `http2` (h2c with prior knowledge). Default `auto`.
     #[serde(default)]
-    pub app_protocol: AppProtocol,
+    pub app_protocol: UpstreamProtocol,
     /// Longest wait for a TCP connection to the app (default 1s).
     #[serde(default = "defaults::app_connect_timeout")]
     pub connect_timeout: HumanDuration,
@@ -117,10 +117,11 @@ pub struct InboundConfig {
     pub handshake_timeout: HumanDuration,
 }
 
-/// HTTP version spoken to the local app.
+/// HTTP version spoken to a plain HTTP server (the local app, or a
+/// destination outside the mesh).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AppProtocol {
+pub enum UpstreamProtocol {
     /// The version the original caller used.
     #[default]
     Auto,
@@ -128,6 +129,35 @@ pub enum AppProtocol {
     Http1,
     /// Always HTTP/2 over cleartext (prior knowledge).
     Http2,
+}
+
+impl UpstreamProtocol {
+    /// The version to speak, given whether the calling app spoke HTTP/1.x
+    /// (told by the outbound sidecar) and the version of the request as it
+    /// arrived here.
+    pub fn version(self, caller_spoke_http1: bool, arrived: http::Version) -> http::Version {
+        match self {
+            Self::Http1 => http::Version::HTTP_11,
+            Self::Http2 => http::Version::HTTP_2,
+            Self::Auto if !caller_spoke_http1 && arrived == http::Version::HTTP_2 => {
+                http::Version::HTTP_2
+            }
+            Self::Auto => http::Version::HTTP_11,
+        }
+    }
+}
+
+/// How a destination's endpoints are reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Pilotfish sidecars: mTLS with the identity checked, one shared
+    /// HTTP/2 connection per endpoint.
+    #[default]
+    Mtls,
+    /// Plain HTTP to a service outside the mesh: nothing is encrypted and
+    /// no identity is checked.
+    Plaintext,
 }
 
 /// App -> mesh: route plain HTTP from the app to destination services.
@@ -162,6 +192,14 @@ pub struct DestinationConfig {
     /// Namespace of the destination (default: this sidecar's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// `mtls` (Pilotfish sidecars, default) or `plaintext` (plain HTTP to
+    /// a service outside the mesh).
+    #[serde(default)]
+    pub transport: Located<Transport>,
+    /// HTTP version for `plaintext` endpoints: `auto` (the app's), `http1`
+    /// or `http2` (h2c). The mesh link is always HTTP/2.
+    #[serde(default)]
+    pub protocol: Located<UpstreamProtocol>,
     /// Longest wait for TCP connect plus TLS handshake (default 1s).
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: HumanDuration,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{Config, ConfigError, Located, Position};
+use super::{Config, ConfigError, Located, Position, Transport, UpstreamProtocol};
 use crate::identity::{ServiceName, SpiffeId, check_namespace, check_trust_domain};
 use crate::tls::{Credentials, TlsFile};
 
@@ -54,7 +54,10 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
     check_limits(config, r);
     let level = &config.log.level;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(level.as_str()) {
-        r.error(level.position(), format!("log.level {:?} is not a valid filter: {e}", level.get()));
+        r.error(
+            level.position(),
+            format!("log.level {:?} is not a valid filter: {e}", level.get()),
+        );
     }
     report.errors
 }
@@ -118,7 +121,10 @@ fn check_listeners(config: &Config, r: &mut Report<'_>) {
     }
     if let Some(inbound) = &config.inbound {
         if inbound.app.port() == 0 {
-            r.error(inbound.app.position(), "inbound.app needs a port other than 0");
+            r.error(
+                inbound.app.position(),
+                "inbound.app needs a port other than 0",
+            );
         }
         for (name, addr) in &listeners {
             if collide(&inbound.app, addr) {
@@ -160,11 +166,25 @@ fn check_services(config: &Config, outbound: &super::OutboundConfig, r: &mut Rep
             }
         }
         if let Some(identity) = &dst.identity {
-            if let Err(e) = expected_identity(config, name, dst) {
+            if *dst.transport == Transport::Plaintext {
+                r.error(
+                    identity.position(),
+                    format!("service {name:?}: identity needs transport: mtls (plaintext checks none)"),
+                );
+            } else if let Err(e) = expected_identity(config, name, dst) {
                 r.error(identity.position(), e);
             }
         }
-        for (field, value) in [("connect_timeout", dst.connect_timeout), ("timeout", dst.timeout)] {
+        if *dst.transport == Transport::Mtls && *dst.protocol != UpstreamProtocol::Auto {
+            r.error(
+                dst.protocol.position(),
+                format!("service {name:?}: protocol applies to transport: plaintext; the mesh link is always HTTP/2"),
+            );
+        }
+        for (field, value) in [
+            ("connect_timeout", dst.connect_timeout),
+            ("timeout", dst.timeout),
+        ] {
             if value.is_zero() {
                 r.error(at, format!("service {name:?}: {field} must be more than 0"));
             }
@@ -200,7 +220,11 @@ fn check_routes(outbound: &super::OutboundConfig, r: &mut Report<'_>) {
                 format!(
                     "route to undefined service {:?} (defined: {})",
                     route.service.get(),
-                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             );
         }
@@ -233,15 +257,24 @@ fn check_limits(config: &Config, r: &mut Report<'_>) {
     if !(8 * 1024..=16 * 1024 * 1024).contains(&bytes.0) {
         r.error(
             bytes.position(),
-            format!("http.max_header_bytes {} must be between 8KiB and 16MiB", bytes.get()),
+            format!(
+                "http.max_header_bytes {} must be between 8KiB and 16MiB",
+                bytes.get()
+            ),
         );
     }
     let headers = &config.http.max_headers;
     if !(1..=10_000).contains(headers.get()) {
-        r.error(headers.position(), "http.max_headers must be between 1 and 10000");
+        r.error(
+            headers.position(),
+            "http.max_headers must be between 1 and 10000",
+        );
     }
     let threads = &config.runtime.worker_threads;
     if !(1..=64).contains(threads.get()) {
-        r.error(threads.position(), "runtime.worker_threads must be between 1 and 64");
+        r.error(
+            threads.position(),
+            "runtime.worker_threads must be between 1 and 64",
+        );
     }
 }

@@ -191,6 +191,12 @@ impl<T> Located<T> {
     }
 }
 
+impl<T: Default> Default for Located<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
 impl<T> Deref for Located<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -248,7 +254,11 @@ mod tests {
             ("fast", None),
         ];
         for (text, want) in cases {
-            assert_eq!(HumanDuration::parse(text).ok().map(|d| d.0), *want, "{text:?}");
+            assert_eq!(
+                HumanDuration::parse(text).ok().map(|d| d.0),
+                *want,
+                "{text:?}"
+            );
         }
     }
 

@@ -226,8 +226,9 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn is_identity_mismatch(err: &std::io::Error) -> bool {
-    let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) =
-        err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+    let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
     else {
         return false;
     };

@@ -93,7 +93,10 @@ impl H2Connection {
     /// may already have been replaced by a healthy one).
     fn forget_dead(&self) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|s| s.is_closed() || !s.is_ready()) {
+        if current
+            .as_ref()
+            .is_some_and(|s| s.is_closed() || !s.is_ready())
+        {
             *current = None;
         }
     }

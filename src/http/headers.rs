@@ -30,7 +30,11 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         // `Connection: close, x-foo` names further hop-by-hop fields.
-        let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+        let named: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
         headers.remove(header::CONNECTION);
         for value in named {
             if let Ok(text) = value.to_str() {
@@ -50,8 +54,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
     if let Some(te) = headers.remove(header::TE) {
         let wants_trailers = te.to_str().is_ok_and(|text| {
-            text.split(',')
-                .any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("trailers"))
+            text.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("trailers")
+            })
         });
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -131,10 +140,16 @@ mod tests {
 
     #[test]
     fn forwarded_trail_is_appended() {
-        let mut headers = map(&[("x-forwarded-for", "10.0.0.1"), ("forwarded", "for=10.0.0.1")]);
+        let mut headers = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+        ]);
         append_forwarded(&mut headers, "10.0.0.2".parse().unwrap());
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
-        assert_eq!(headers["forwarded"], "for=10.0.0.1, for=10.0.0.2;proto=https");
+        assert_eq!(
+            headers["forwarded"],
+            "for=10.0.0.1, for=10.0.0.2;proto=https"
+        );
 
         let mut headers = HeaderMap::new();
         append_forwarded(&mut headers, "::1".parse().unwrap());

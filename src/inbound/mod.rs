@@ -7,16 +7,13 @@
 //!   -> request -> to_app_request -> AppClient::send -> app
 //! ```
 
-mod app_client;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HOST, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::header::HeaderValue;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,9 +22,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use self::app_client::AppClient;
-use crate::config::{AppProtocol, InboundConfig};
+use crate::config::{InboundConfig, UpstreamProtocol};
 use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};
+use crate::http::plain_client::PlainClient;
 use crate::http::server::HeaderLimits;
 use crate::http::{Body, Direction, ProxyError};
 use crate::identity::{ServiceName, SpiffeId};
@@ -63,9 +60,8 @@ impl Peer {
 #[derive(Debug)]
 pub struct Inbound {
     service: ServiceName,
-    app: AppClient,
-    app_authority: Authority,
-    app_protocol: AppProtocol,
+    app: PlainClient,
+    app_protocol: UpstreamProtocol,
     handshake_timeout: Duration,
     limits: HeaderLimits,
     metrics: RequestMetrics,
@@ -80,14 +76,9 @@ impl Inbound {
         limits: HeaderLimits,
         metrics: RequestMetrics,
     ) -> Self {
-        let app_addr = *config.app.get();
-        // A socket address always forms a valid authority.
-        let app_authority = Authority::try_from(app_addr.to_string().as_str())
-            .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         Self {
             service,
-            app: AppClient::new(app_addr, config.connect_timeout.0, limits),
-            app_authority,
+            app: PlainClient::new(*config.app.get(), config.connect_timeout.0, limits),
             app_protocol: config.app_protocol,
             handshake_timeout: config.handshake_timeout.0,
             limits,
@@ -189,41 +180,7 @@ impl Inbound {
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(CLIENT_ID, peer.client_id.clone());
         headers::append_forwarded(&mut parts.headers, peer.addr.ip());
-        let version = match self.app_protocol {
-            AppProtocol::Http1 => Version::HTTP_11,
-            AppProtocol::Http2 => Version::HTTP_2,
-            AppProtocol::Auto if caller_spoke_http1 => Version::HTTP_11,
-            AppProtocol::Auto if parts.version == Version::HTTP_2 => Version::HTTP_2,
-            AppProtocol::Auto => Version::HTTP_11,
-        };
-        let authority = if version == Version::HTTP_2 {
-            // h2c carries the caller's authority; the connection itself
-            // already goes to the app.
-            parts.headers.remove(HOST);
-            parts.uri.authority().cloned().unwrap_or_else(|| self.app_authority.clone())
-        } else {
-            // HTTP/1.1 carries the caller's authority in Host; the URI names
-            // the app so the pool connects there.
-            if let (false, Some(authority)) =
-                (parts.headers.contains_key(HOST), parts.uri.authority())
-            {
-                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                    parts.headers.insert(HOST, host);
-                }
-            }
-            self.app_authority.clone()
-        };
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|_| ProxyError::NoAuthority)?;
+        let version = self.app_protocol.version(caller_spoke_http1, parts.version);
         Ok((Request::from_parts(parts, Body::Incoming(body)), version))
     }
 }

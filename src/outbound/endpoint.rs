@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -16,6 +18,7 @@ use tokio_rustls::TlsConnector;
 use tracing::info;
 
 use crate::http::h2_client::{self, H2Connection};
+use crate::http::headers::{ORIG_PROTO, ORIG_PROTO_HTTP1};
 use crate::http::server::HeaderLimits;
 use crate::http::{Body, ProxyError};
 
@@ -56,7 +59,14 @@ impl MeshEndpoint {
     }
 
     /// Sends a request over the shared connection, connecting if needed.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    /// `app_spoke_http1` is recorded so the far side can speak HTTP/1.1 to
+    /// its app although the link is HTTP/2.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        app_spoke_http1: bool,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let req = for_mesh_link(req, app_spoke_http1)?;
         self.connection
             .send(self.addr, req, || self.connect())
             .await
@@ -83,13 +93,47 @@ impl MeshEndpoint {
             h2_client::handshake(TokioIo::new(tls), addr, settings.limits).await
         };
         let timeout = settings.connect_timeout;
-        let sender = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| ProxyError::ConnectTimeout {
+        let sender = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+            ProxyError::ConnectTimeout {
                 addr,
                 after: timeout,
-            })??;
+            }
+        })??;
         info!(endpoint = %addr, "connected to mesh endpoint");
         Ok(sender)
     }
+}
+
+/// Rewrites a request for the HTTP/2 mesh link: an absolute URI with the
+/// authority the app asked for (HTTP/2 carries it there, so `Host` goes),
+/// and the app's HTTP version recorded in `pilotfish-orig-proto`.
+fn for_mesh_link(req: Request<Body>, app_spoke_http1: bool) -> Result<Request<Body>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    if parts.uri.scheme().is_none() || parts.uri.authority().is_none() {
+        let authority = match parts.uri.authority() {
+            Some(authority) => authority.clone(),
+            None => parts
+                .headers
+                .get(HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .ok_or(ProxyError::NoAuthority)?,
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(parts.uri.scheme().cloned().unwrap_or(Scheme::HTTP))
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::NoAuthority)?;
+    }
+    parts.headers.remove(HOST);
+    if app_spoke_http1 {
+        parts.headers.insert(ORIG_PROTO, ORIG_PROTO_HTTP1);
+    }
+    parts.version = Version::HTTP_2;
+    Ok(Request::from_parts(parts, body))
 }

@@ -77,7 +77,9 @@ pub fn parse_route_host(text: &str) -> Result<(String, Option<u16>), String> {
         format!("route host {text:?} is not a host name or host:port (no scheme, no path)")
     })?;
     if target.host.contains(['/', ' ', '@']) {
-        return Err(format!("route host {text:?} must be a bare host name, without a path"));
+        return Err(format!(
+            "route host {text:?} must be a bare host name, without a path"
+        ));
     }
     Ok((target.host.into_owned(), target.port))
 }
@@ -203,10 +205,14 @@ mod tests {
 
     #[test]
     fn targets() {
-        let cases: &[(&str, Option<(&str, Option<u16>)>)] = &[
+        type HostPort<'a> = Option<(&'a str, Option<u16>)>;
+        let cases: &[(&str, HostPort)] = &[
             ("users", Some(("users", None))),
             ("Users:8080", Some(("users", Some(8080)))),
-            ("users.default.svc.cluster.local.", Some(("users.default.svc.cluster.local", None))),
+            (
+                "users.default.svc.cluster.local.",
+                Some(("users.default.svc.cluster.local", None)),
+            ),
             ("[::1]:80", Some(("::1", Some(80)))),
             ("[::1]", Some(("::1", None))),
             ("user@users:1", Some(("users", Some(1)))),

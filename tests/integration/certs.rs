@@ -32,7 +32,14 @@ fn issued_certificates_carry_the_spiffe_id_and_dns_names() {
     let certs = Certs::new();
     let leaf = certs.issue_with(
         "users",
-        &["--namespace", "shop", "--trust-domain", "example.org", "--ttl", "2h"],
+        &[
+            "--namespace",
+            "shop",
+            "--trust-domain",
+            "example.org",
+            "--ttl",
+            "2h",
+        ],
     );
     let (uris, dns, lifetime) = sans(&leaf.cert);
     assert_eq!(uris, ["spiffe://example.org/ns/shop/sa/users"]);
@@ -49,24 +56,35 @@ fn issued_certificates_carry_the_spiffe_id_and_dns_names() {
 fn keys_are_private_and_nothing_is_overwritten_without_force() {
     let certs = Certs::new();
     let dir = certs.dir.path();
-    for key in ["ca-key.pem"] {
-        let mode = std::fs::metadata(dir.join(key)).expect("key").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "{key}");
-    }
     let leaf = certs.issue("users");
-    let mode = std::fs::metadata(&leaf.key).expect("key").permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for key in [dir.join("ca-key.pem"), leaf.key.clone()] {
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    }
 
     let before = std::fs::read(&leaf.cert).expect("cert");
     let dir_str = path_str(dir);
     let again = Command::new(bin())
-        .args(["certs", "issue", "--ca", dir_str, "--service", "users", "--out", dir_str])
+        .args([
+            "certs",
+            "issue",
+            "--ca",
+            dir_str,
+            "--service",
+            "users",
+            "--out",
+            dir_str,
+        ])
         .output()
         .expect("run");
     assert_eq!(again.status.code(), Some(1));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("already exists; pass --force"), "{err}");
-    assert_eq!(std::fs::read(&leaf.cert).expect("cert"), before, "overwritten");
+    assert_eq!(
+        std::fs::read(&leaf.cert).expect("cert"),
+        before,
+        "overwritten"
+    );
 
     let ca_again = Command::new(bin())
         .args(["certs", "ca", "--out", dir_str])
@@ -75,14 +93,22 @@ fn keys_are_private_and_nothing_is_overwritten_without_force() {
     assert_eq!(ca_again.status.code(), Some(1));
 
     certs.issue("users"); // with --force (the helper passes it)
-    assert_ne!(std::fs::read(&leaf.cert).expect("cert"), before, "--force did not replace");
+    assert_ne!(
+        std::fs::read(&leaf.cert).expect("cert"),
+        before,
+        "--force did not replace"
+    );
 }
 
 #[test]
 fn bad_names_are_refused() {
     let certs = Certs::new();
     let dir = path_str(certs.dir.path());
-    for (flag, value) in [("--service", "Users"), ("--namespace", "a_b"), ("--trust-domain", "A.B")] {
+    for (flag, value) in [
+        ("--service", "Users"),
+        ("--namespace", "a_b"),
+        ("--trust-domain", "A.B"),
+    ] {
         let mut args = vec!["certs", "issue", "--ca", dir, "--out", dir];
         if flag != "--service" {
             args.extend(["--service", "users"]);

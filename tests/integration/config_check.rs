@@ -65,18 +65,51 @@ fn errors_name_the_file_line_and_column() {
     let certs = Certs::new();
     let cases: &[(&str, &str, &str, &str)] = &[
         // (what, replace, with, expected "LINE:COLUMN: message" fragment)
-        ("misspelt key", "      timeout: 2s", "      timout: 2s", ":11:7: unknown field `timout`"),
-        ("wrong type", "  listen: 127.0.0.1:0\n  services", "  listen: [1, 2]\n  services", ":7:11: "),
-        ("bad duration", "timeout: 2s", "timeout: 2 parsecs", ":11:16: bad duration"),
-        ("duration without unit", "timeout: 2s", "timeout: 2", ":11:16: duration \"2\" has no unit"),
-        ("bad address", "[127.0.0.1:15106]", "[localhost]", ":10:19: "),
-        ("bad service name", "service: orders", "service: Orders", ":1:10: service name \"Orders\""),
+        (
+            "misspelt key",
+            "      timeout: 2s",
+            "      timout: 2s",
+            ":11:7: unknown field `timout`",
+        ),
+        (
+            "wrong type",
+            "  listen: 127.0.0.1:0\n  services",
+            "  listen: [1, 2]\n  services",
+            ":7:11: ",
+        ),
+        (
+            "bad duration",
+            "timeout: 2s",
+            "timeout: 2 parsecs",
+            ":11:16: bad duration",
+        ),
+        (
+            "duration without unit",
+            "timeout: 2s",
+            "timeout: 2",
+            ":11:16: duration \"2\" has no unit",
+        ),
+        (
+            "bad address",
+            "[127.0.0.1:15106]",
+            "[localhost]",
+            ":10:19: ",
+        ),
+        (
+            "bad service name",
+            "service: orders",
+            "service: Orders",
+            ":1:10: service name \"Orders\"",
+        ),
     ];
     for (what, from, to, expected) in cases {
         let (code, out, file) = check(certs.dir.path(), "bad.yaml", &broken(&certs, from, to));
         assert_eq!(code, 1, "{what}: {out}");
         let expected = format!("{file}{expected}");
-        assert!(out.starts_with(&expected), "{what}: expected {expected:?}, got:\n{out}");
+        assert!(
+            out.starts_with(&expected),
+            "{what}: expected {expected:?}, got:\n{out}"
+        );
     }
 }
 
@@ -125,12 +158,21 @@ fn a_certificate_for_another_service_is_an_error() {
     let certs = Certs::new();
     let other = certs.issue("users");
     let yaml = valid(&certs)
-        .replace(path_str(&certs.dir.path().join("orders.pem")), path_str(&other.cert))
-        .replace(path_str(&certs.dir.path().join("orders-key.pem")), path_str(&other.key));
+        .replace(
+            path_str(&certs.dir.path().join("orders.pem")),
+            path_str(&other.cert),
+        )
+        .replace(
+            path_str(&certs.dir.path().join("orders-key.pem")),
+            path_str(&other.key),
+        );
     let (code, out, file) = check(certs.dir.path(), "wrong-cert.yaml", &yaml);
     assert_eq!(code, 1);
     assert!(out.starts_with(&format!("{file}:4:")), "{out}");
-    assert!(out.contains("the certificate is for spiffe://cluster.local/ns/default/sa/users"), "{out}");
+    assert!(
+        out.contains("the certificate is for spiffe://cluster.local/ns/default/sa/users"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -146,7 +188,10 @@ fn several_files_are_checked_together() {
         .expect("run check");
     assert_eq!(output.status.code(), Some(1));
     let out = String::from_utf8_lossy(&output.stdout);
-    assert!(out.starts_with(&format!("{}:2:1: unknown field `bogus`", path_str(&bad))), "{out}");
+    assert!(
+        out.starts_with(&format!("{}:2:1: unknown field `bogus`", path_str(&bad))),
+        "{out}"
+    );
     assert!(!out.contains("good.yaml:"), "{out}");
 }
 
@@ -161,7 +206,10 @@ fn run_refuses_a_bad_config_with_the_same_message() {
         .expect("run");
     assert_eq!(output.status.code(), Some(1));
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(err.contains(&format!("{}:11:16: bad duration", path_str(&path))), "{err}");
+    assert!(
+        err.contains(&format!("{}:11:16: bad duration", path_str(&path))),
+        "{err}"
+    );
 
     // The environment variable names the config too.
     let output = Command::new(bin())
@@ -171,4 +219,38 @@ fn run_refuses_a_bad_config_with_the_same_message() {
         .expect("run");
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains(":11:16: bad duration"));
+}
+
+#[test]
+fn the_reference_and_example_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The examples name certificates in ../certs/dev: make them in a copy.
+    let work = tempfile::tempdir().expect("temp dir");
+    let config_dir = work.path().join("config");
+    std::fs::create_dir(&config_dir).expect("mkdir");
+    let certs_dir = work.path().join("certs/dev");
+    let certs = path_str(&certs_dir);
+    pilotfish(&["certs", "ca", "--out", certs]);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root.join("config")).expect("config dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let service = text
+            .lines()
+            .find_map(|l| l.strip_prefix("service: "))
+            .expect("a service: line");
+        pilotfish(&["certs", "issue", "--ca", certs, "--service", service, "--out", certs, "--force"]);
+        let copy = config_dir.join(path.file_name().expect("name"));
+        std::fs::write(&copy, text).expect("copy");
+        files.push(path_str(&copy).to_owned());
+    }
+    assert!(files.len() >= 3, "expected the reference and examples: {files:?}");
+    let mut args = vec!["check"];
+    args.extend(files.iter().map(String::as_str));
+    let output = pilotfish(&args);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(out.lines().filter(|l| l.ends_with(": ok")).count(), files.len(), "{out}");
 }

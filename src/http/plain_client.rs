@@ -1,38 +1,42 @@
-//! The client side of inbound: plain HTTP to the local app, HTTP/1.1 over a
-//! pool of keep-alive connections, or h2c over one shared connection.
+//! Plain HTTP to one address (the local app, or a destination outside the
+//! mesh): HTTP/1.1 over a pool of keep-alive connections, or h2c over one
+//! shared connection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Request, Response, Version};
+use http::header::{HOST, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::http::h2_client::{self, H2Connection};
-use crate::http::server::HeaderLimits;
-use crate::http::{Body, ProxyError};
+use super::h2_client::{self, H2Connection};
+use super::server::HeaderLimits;
+use super::{Body, ProxyError};
 
-/// Idle HTTP/1.1 connections to the app are closed after this long. Short,
-/// like Linkerd's 3s, so the pool gives up a connection before the app's own
+/// Idle HTTP/1.1 connections are closed after this long. Short, like
+/// Linkerd's 3s, so the pool gives up a connection before the server's own
 /// keep-alive timeout does (Node.js closes after 5s): a request never lands
-/// on a connection the app is closing.
+/// on a connection the server is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Sends requests to the app.
+/// Sends plain HTTP requests to one address.
 #[derive(Debug)]
-pub struct AppClient {
+pub struct PlainClient {
     addr: SocketAddr,
+    authority: Authority,
     connect_timeout: Duration,
     limits: HeaderLimits,
     http1: Client<HttpConnector, Body>,
     http2: H2Connection,
 }
 
-impl AppClient {
-    /// A client for the app at `addr`.
+impl PlainClient {
+    /// A client for the server at `addr`.
     pub fn new(addr: SocketAddr, connect_timeout: Duration, limits: HeaderLimits) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -46,8 +50,12 @@ impl AppClient {
             // Keep the Host field the caller sent.
             .set_host(false)
             .build(connector);
+        // A socket address always forms a valid authority.
+        let authority = Authority::try_from(addr.to_string().as_str())
+            .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         Self {
             addr,
+            authority,
             connect_timeout,
             limits,
             http1,
@@ -55,13 +63,20 @@ impl AppClient {
         }
     }
 
-    /// Sends `req` (whose URI already points at the app) in `version`.
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends `req` in `version`. The authority the caller asked for is
+    /// kept: in `Host` for HTTP/1.1, in the URI for HTTP/2; the connection
+    /// goes to this client's address either way.
     pub async fn send(
         &self,
-        mut req: Request<Body>,
+        req: Request<Body>,
         version: Version,
     ) -> Result<Response<Incoming>, ProxyError> {
-        *req.version_mut() = version;
+        let req = self.address(req, version)?;
         if version == Version::HTTP_2 {
             return self
                 .http2
@@ -72,6 +87,42 @@ impl AppClient {
             .request(req)
             .await
             .map_err(|err| self.classify(err))
+    }
+
+    /// Sets the version and the URI for this server.
+    fn address(&self, req: Request<Body>, version: Version) -> Result<Request<Body>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let asked = parts.uri.authority().cloned().or_else(|| {
+            let host = parts.headers.get(HOST)?;
+            Authority::try_from(host.as_bytes()).ok()
+        });
+        let authority = if version == Version::HTTP_2 {
+            // h2c carries the authority in the URI; Host would repeat it.
+            parts.headers.remove(HOST);
+            asked.unwrap_or_else(|| self.authority.clone())
+        } else {
+            // HTTP/1.1 carries it in Host; the URI names this server so the
+            // pool connects here.
+            if let (false, Some(asked)) = (parts.headers.contains_key(HOST), asked) {
+                if let Ok(host) = HeaderValue::from_str(asked.as_str()) {
+                    parts.headers.insert(HOST, host);
+                }
+            }
+            self.authority.clone()
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::NoAuthority)?;
+        parts.version = version;
+        Ok(Request::from_parts(parts, body))
     }
 
     async fn connect_h2(
@@ -113,9 +164,7 @@ impl AppClient {
     }
 }
 
-fn find_io_error<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a std::io::Error> {
+fn find_io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
