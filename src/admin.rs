@@ -120,7 +120,11 @@ fn metrics(registry: &Registry) -> Response<Body> {
     let encoder = TextEncoder::new();
     let mut buffer = Vec::new();
     match encoder.encode(&registry.gather(), &mut buffer) {
-        Ok(()) => with_type(StatusCode::OK, buffer, "text/plain; version=0.0.4; charset=utf-8"),
+        Ok(()) => with_type(
+            StatusCode::OK,
+            buffer,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("cannot encode metrics: {e}\n"),
@@ -132,7 +136,11 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     with_type(status, body.to_owned(), "text/plain; charset=utf-8")
 }
 
-fn with_type(status: StatusCode, body: impl Into<bytes::Bytes>, content_type: &'static str) -> Response<Body> {
+fn with_type(
+    status: StatusCode,
+    body: impl Into<bytes::Bytes>,
+    content_type: &'static str,
+) -> Response<Body> {
     let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response

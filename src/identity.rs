@@ -130,8 +130,12 @@ impl SpiffeId {
         let (td, path) = rest.split_once('/').ok_or_else(invalid)?;
         if check_trust_domain(td).is_err()
             || path.is_empty()
-            || path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
-            || text.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            || path
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+            || text
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
             return Err(invalid());
         }
@@ -154,7 +158,13 @@ impl SpiffeId {
         let rest = &self.0[Self::SCHEME.len()..];
         let (_, path) = rest.split_once('/')?;
         let mut segs = path.split('/');
-        match (segs.next(), segs.next(), segs.next(), segs.next(), segs.next()) {
+        match (
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+        ) {
             (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => Some((ns, sa)),
             _ => None,
         }
@@ -176,7 +186,16 @@ mod tests {
         for ok in ["users", "order-history", "a", "svc2"] {
             assert!(ServiceName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Users", "-users", "users-", "2fa", "us_ers", "a.b", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "Users",
+            "-users",
+            "users-",
+            "2fa",
+            "us_ers",
+            "a.b",
+            &"x".repeat(64),
+        ] {
             assert!(ServiceName::new(bad).is_err(), "{bad}");
         }
     }

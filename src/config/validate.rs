@@ -169,7 +169,9 @@ fn check_services(config: &Config, outbound: &super::OutboundConfig, r: &mut Rep
             if *dst.transport == Transport::Plaintext {
                 r.error(
                     identity.position(),
-                    format!("service {name:?}: identity needs transport: mtls (plaintext checks none)"),
+                    format!(
+                        "service {name:?}: identity needs transport: mtls (plaintext checks none)"
+                    ),
                 );
             } else if let Err(e) = expected_identity(config, name, dst) {
                 r.error(identity.position(), e);

@@ -78,10 +78,7 @@ impl PlainClient {
     ) -> Result<Response<Incoming>, ProxyError> {
         let req = self.address(req, version)?;
         if version == Version::HTTP_2 {
-            return self
-                .http2
-                .send(self.addr, req, || self.connect_h2())
-                .await;
+            return self.http2.send(self.addr, req, || self.connect_h2()).await;
         }
         self.http1
             .request(req)

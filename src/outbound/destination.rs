@@ -55,7 +55,9 @@ impl Destination {
         limits: HeaderLimits,
     ) -> Result<Self, BuildError> {
         if config.endpoints.is_empty() {
-            return Err(BuildError::Config(format!("service {name} has no endpoints")));
+            return Err(BuildError::Config(format!(
+                "service {name} has no endpoints"
+            )));
         }
         let addrs = config.endpoints.iter().map(|addr| *addr.get());
         let endpoints = match *config.transport {

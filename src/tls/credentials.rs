@@ -175,12 +175,15 @@ impl Credentials {
             path: cert_path.clone(),
             what,
         })?;
-        let identity = leaf.identity.clone().ok_or_else(|| CredentialError::Identity {
-            path: cert_path.clone(),
-            what: "the certificate has no SPIFFE id (exactly one URI SAN spiffe://...); \
+        let identity = leaf
+            .identity
+            .clone()
+            .ok_or_else(|| CredentialError::Identity {
+                path: cert_path.clone(),
+                what: "the certificate has no SPIFFE id (exactly one URI SAN spiffe://...); \
                    issue one with `pilotfish certs issue`"
-                .to_owned(),
-        })?;
+                    .to_owned(),
+            })?;
         let validity_error = |state| CredentialError::Validity {
             path: cert_path.clone(),
             state,
@@ -195,16 +198,18 @@ impl Credentials {
             return Err(validity_error("has expired"));
         }
 
-        let certified_key = CertifiedKey::from_der(chain, key, &super::provider())
-            .map_err(|e| CredentialError::Key {
-                path: files.key.get().clone(),
-                what: match e {
-                    rustls::Error::InconsistentKeys(_) => format!(
-                        "the private key does not belong to the certificate in {}",
-                        cert_path.display()
-                    ),
-                    other => format!("unusable private key: {other}"),
-                },
+        let certified_key =
+            CertifiedKey::from_der(chain, key, &super::provider()).map_err(|e| {
+                CredentialError::Key {
+                    path: files.key.get().clone(),
+                    what: match e {
+                        rustls::Error::InconsistentKeys(_) => format!(
+                            "the private key does not belong to the certificate in {}",
+                            cert_path.display()
+                        ),
+                        other => format!("unusable private key: {other}"),
+                    },
+                }
             })?;
         Ok(Self {
             identity,

@@ -69,9 +69,9 @@ pub fn peer_identity(conn: &rustls::ServerConnection) -> Result<SpiffeId, String
         .peer_certificates()
         .and_then(|certs| certs.first())
         .ok_or_else(|| "the peer presented no client certificate".to_owned())?;
-    leaf_info(leaf)?
-        .identity
-        .ok_or_else(|| "the client certificate has no SPIFFE id (one URI SAN spiffe://...)".to_owned())
+    leaf_info(leaf)?.identity.ok_or_else(|| {
+        "the client certificate has no SPIFFE id (one URI SAN spiffe://...)".to_owned()
+    })
 }
 
 /// Always presents this workload's certificate, as server and as client.

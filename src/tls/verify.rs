@@ -69,10 +69,8 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             other => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(IdentityMismatch {
                     expected: self.expected.clone(),
-                    presented: other.map_or_else(
-                        || "no SPIFFE id".to_owned(),
-                        |id| id.as_str().to_owned(),
-                    ),
+                    presented: other
+                        .map_or_else(|| "no SPIFFE id".to_owned(), |id| id.as_str().to_owned()),
                 })),
             ))),
         }

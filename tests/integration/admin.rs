@@ -12,13 +12,18 @@ async fn live_ready_metrics_and_config() {
     let certs = Certs::new();
     let app = TestApp::start().await;
     let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(
-        &SidecarConfig::new("orders", &certs).service("users", &[users.inbound()], ""),
-    );
+    let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
+        "users",
+        &[users.inbound()],
+        "",
+    ));
 
     assert_eq!(admin_get(&orders, "/live").await.status, 200);
     let ready = admin_get(&orders, "/ready").await;
-    assert_eq!((ready.status.as_u16(), ready.text().as_str()), (200, "ready\n"));
+    assert_eq!(
+        (ready.status.as_u16(), ready.text().as_str()),
+        (200, "ready\n")
+    );
 
     for path in ["/echo", "/echo", "/status/503"] {
         collect(send_h1(orders.outbound(), get("users", path)).await).await;
@@ -39,17 +44,25 @@ async fn live_ready_metrics_and_config() {
     }
     let inbound = admin_get(&users, "/metrics").await.text();
     assert!(
-        inbound.contains(r#"pilotfish_requests_total{direction="inbound",service="users",status="200"} 2"#),
+        inbound.contains(
+            r#"pilotfish_requests_total{direction="inbound",service="users",status="200"} 2"#
+        ),
         "{inbound}"
     );
 
     let config = admin_get(&orders, "/config").await;
     assert_eq!(config.status, 200);
-    assert_eq!(config.header("content-type"), Some("application/yaml; charset=utf-8"));
+    assert_eq!(
+        config.header("content-type"),
+        Some("application/yaml; charset=utf-8")
+    );
     let yaml = config.text();
     assert!(yaml.starts_with("# effective config, loaded at "), "{yaml}");
     assert!(yaml.contains("service: orders"), "{yaml}");
-    assert!(yaml.contains("orders-key.pem"), "the key path is shown: {yaml}");
+    assert!(
+        yaml.contains("orders-key.pem"),
+        "the key path is shown: {yaml}"
+    );
     assert!(yaml.contains("timeout: 15s"), "defaults are shown: {yaml}");
     assert!(!yaml.contains("PRIVATE KEY"), "key material leaked: {yaml}");
 

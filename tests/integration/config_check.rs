@@ -242,15 +242,32 @@ fn the_reference_and_example_configs_are_valid() {
             .lines()
             .find_map(|l| l.strip_prefix("service: "))
             .expect("a service: line");
-        pilotfish(&["certs", "issue", "--ca", certs, "--service", service, "--out", certs, "--force"]);
+        pilotfish(&[
+            "certs",
+            "issue",
+            "--ca",
+            certs,
+            "--service",
+            service,
+            "--out",
+            certs,
+            "--force",
+        ]);
         let copy = config_dir.join(path.file_name().expect("name"));
         std::fs::write(&copy, text).expect("copy");
         files.push(path_str(&copy).to_owned());
     }
-    assert!(files.len() >= 3, "expected the reference and examples: {files:?}");
+    assert!(
+        files.len() >= 3,
+        "expected the reference and examples: {files:?}"
+    );
     let mut args = vec!["check"];
     args.extend(files.iter().map(String::as_str));
     let output = pilotfish(&args);
     let out = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(out.lines().filter(|l| l.ends_with(": ok")).count(), files.len(), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(": ok")).count(),
+        files.len(),
+        "{out}"
+    );
 }

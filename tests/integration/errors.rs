@@ -21,8 +21,16 @@ fn closed_port() -> SocketAddr {
 
 fn assert_proxy_error(response: &Collected, status: u16, reason: &str) {
     assert_eq!(response.status, status, "body: {}", response.text());
-    assert_eq!(response.header("pilotfish-error"), Some(reason), "{}", response.text());
-    assert_eq!(response.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        response.header("pilotfish-error"),
+        Some(reason),
+        "{}",
+        response.text()
+    );
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     assert!(response.text().contains("pilotfish"), "{}", response.text());
 }
 
@@ -57,7 +65,11 @@ async fn an_app_that_is_down_gets_connect_refused_from_the_inbound_side() {
     let orders = orders_to(&certs, users.inbound(), "");
     let response = collect(send_h1(orders.outbound(), get("users", "/")).await).await;
     assert_proxy_error(&response, 503, "connect-refused");
-    assert!(response.text().contains("pilotfish inbound"), "{}", response.text());
+    assert!(
+        response.text().contains("pilotfish inbound"),
+        "{}",
+        response.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,7 +98,9 @@ async fn a_server_from_another_ca_gets_tls_failed() {
 async fn a_server_that_never_finishes_the_handshake_gets_connect_timeout() {
     let certs = Certs::new();
     // Accepts TCP, then says nothing: the TLS handshake never completes.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = silent.local_addr().expect("addr");
     let _holder = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -110,7 +124,11 @@ async fn a_slow_app_gets_response_timeout() {
     let started = Instant::now();
     let response = collect(send_h1(orders.outbound(), get("users", "/slow?ms=5000")).await).await;
     assert_proxy_error(&response, 504, "response-timeout");
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,7 +192,9 @@ async fn too_many_headers_get_431_not_502() {
     };
     let response = send_h1(orders.outbound(), many(get("users", "/echo"))).await;
     assert_eq!(response.status(), 431);
-    let req = http::Request::get("http://users/echo").body(empty()).expect("request");
+    let req = http::Request::get("http://users/echo")
+        .body(empty())
+        .expect("request");
     let response = collect(send_h2c(orders.outbound(), many(req)).await).await;
     assert_proxy_error(&response, 431, "headers-too-large");
 }
@@ -189,7 +209,8 @@ async fn large_headers_pass_up_to_64k_and_get_431_beyond_on_both_protocols() {
 
     // A 40 KiB cookie (a large but real-world token) passes both ways.
     let mut req = get("users", "/echo");
-    req.headers_mut().insert("cookie", cookie(40 * 1024).parse().expect("value"));
+    req.headers_mut()
+        .insert("cookie", cookie(40 * 1024).parse().expect("value"));
     let response = collect(send_h1(orders.outbound(), req).await).await;
     assert_eq!(response.status, 200, "{}", response.text());
     let req = http::Request::get("http://users/echo")
@@ -201,7 +222,8 @@ async fn large_headers_pass_up_to_64k_and_get_431_beyond_on_both_protocols() {
 
     // 80 KiB is over the 64 KiB limit: 431 on both protocols.
     let mut req = get("users", "/echo");
-    req.headers_mut().insert("cookie", cookie(80 * 1024).parse().expect("value"));
+    req.headers_mut()
+        .insert("cookie", cookie(80 * 1024).parse().expect("value"));
     assert_eq!(send_h1(orders.outbound(), req).await.status(), 431);
     let req = http::Request::get("http://users/echo")
         .header("cookie", cookie(80 * 1024))

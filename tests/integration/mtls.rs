@@ -23,10 +23,7 @@ async fn users_inbound() -> Inbound {
 
 /// Sends `GET /echo` to the inbound port with this TLS config; `Ok` only
 /// if an HTTP response came back.
-async fn try_inbound(
-    inbound: &Inbound,
-    config: rustls::ClientConfig,
-) -> Result<Collected, String> {
+async fn try_inbound(inbound: &Inbound, config: rustls::ClientConfig) -> Result<Collected, String> {
     let stream = tls_connect(inbound.users.inbound(), config, "users")
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -57,7 +54,10 @@ async fn a_client_without_a_certificate_is_refused() {
     let config = tls_config(&inbound.certs.ca(), None, false);
     let err = try_inbound(&inbound, config).await.err().expect("refused");
     assert!(err.contains("request"), "{err}");
-    inbound.users.wait_for_log("inbound TLS handshake failed", std::time::Duration::from_secs(5));
+    inbound.users.wait_for_log(
+        "inbound TLS handshake failed",
+        std::time::Duration::from_secs(5),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,7 +68,10 @@ async fn a_certificate_from_another_ca_is_refused() {
     // The client trusts the mesh CA (to reach the server) but presents a
     // certificate issued by another CA.
     let config = tls_config(&inbound.certs.ca(), Some(&impostor), false);
-    assert!(try_inbound(&inbound, config).await.is_err(), "rogue certificate admitted");
+    assert!(
+        try_inbound(&inbound, config).await.is_err(),
+        "rogue certificate admitted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,7 +87,11 @@ async fn tls_1_2_is_refused() {
 async fn plaintext_http_to_the_mtls_port_gets_no_answer() {
     let inbound = users_inbound().await;
     let result = try_send_h1(inbound.users.inbound(), get("users", "/echo")).await;
-    assert!(result.is_err(), "plaintext request was answered: {:?}", result.map(|r| r.status()));
+    assert!(
+        result.is_err(),
+        "plaintext request was answered: {:?}",
+        result.map(|r| r.status())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,18 +100,25 @@ async fn the_outbound_side_refuses_a_server_that_names_another_service() {
     let app = TestApp::start().await;
     // A genuine mesh workload, but "payments", not "users".
     let payments = Sidecar::start(&SidecarConfig::new("payments", &certs).inbound(app.addr));
-    let orders = Sidecar::start(
-        &SidecarConfig::new("orders", &certs).service("users", &[payments.inbound()], ""),
-    );
+    let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
+        "users",
+        &[payments.inbound()],
+        "",
+    ));
     let response = collect(send_h1(orders.outbound(), get("users", "/echo")).await).await;
     assert_eq!(response.status, 502, "{}", response.text());
     assert_eq!(response.header("pilotfish-error"), Some("peer-identity"));
     assert!(
-        response.text().contains("spiffe://cluster.local/ns/default/sa/payments"),
+        response
+            .text()
+            .contains("spiffe://cluster.local/ns/default/sa/payments"),
         "{}",
         response.text()
     );
-    assert!(app.seen().is_empty(), "the request reached the wrong service");
+    assert!(
+        app.seen().is_empty(),
+        "the request reached the wrong service"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -182,16 +182,24 @@ async fn a_plaintext_destination_outside_the_mesh_is_reached_directly() {
         &[legacy.addr],
         "      transport: plaintext\n",
     ));
-    let req = Request::get("/echo").header("host", "legacy:8080").body(empty()).expect("request");
+    let req = Request::get("/echo")
+        .header("host", "legacy:8080")
+        .body(empty())
+        .expect("request");
     let response = collect(send_h1(orders.outbound(), req).await).await;
     assert_eq!(response.status, 200, "{}", response.text());
     let echo = response.json();
     assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(echo["headers"]["host"][0], "legacy:8080");
-    assert!(echo["headers"]["pilotfish-client-id"].is_null(), "no identity outside the mesh");
+    assert!(
+        echo["headers"]["pilotfish-client-id"].is_null(),
+        "no identity outside the mesh"
+    );
 
     // protocol: auto keeps the app's HTTP/2.
-    let req = Request::get("http://legacy/echo").body(empty()).expect("request");
+    let req = Request::get("http://legacy/echo")
+        .body(empty())
+        .expect("request");
     let response = collect(send_h2c(orders.outbound(), req).await).await;
     assert_eq!(response.json()["version"], "HTTP/2.0");
 }
@@ -205,7 +213,9 @@ async fn a_plaintext_destination_can_be_pinned_to_http1() {
         &[legacy.addr],
         "      transport: plaintext\n      protocol: http1\n",
     ));
-    let req = Request::get("http://legacy/echo").body(empty()).expect("request");
+    let req = Request::get("http://legacy/echo")
+        .body(empty())
+        .expect("request");
     let response = collect(send_h2c(orders.outbound(), req).await).await;
     assert_eq!(response.status, 200, "{}", response.text());
     let echo = response.json();

@@ -30,8 +30,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let certs = Certs::new();
     let app = TestApp::start().await;
     let drain = "shutdown:\n  drain_timeout: 20s\n";
-    let mut users =
-        Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr).extra(drain));
+    let mut users = Sidecar::start(
+        &SidecarConfig::new("users", &certs)
+            .inbound(app.addr)
+            .extra(drain),
+    );
     let mut orders = Sidecar::start(
         &SidecarConfig::new("orders", &certs)
             .service("users", &[users.inbound()], "")
@@ -62,8 +65,14 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     // Readiness fails while draining, and new connections are refused.
     await_ready_status(&orders, 503).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while tokio::net::TcpStream::connect(orders.outbound()).await.is_ok() {
-        assert!(Instant::now() < deadline, "the outbound listener still accepts");
+    while tokio::net::TcpStream::connect(orders.outbound())
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the outbound listener still accepts"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -91,9 +100,8 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_exit_is_still_ze
             .extra("shutdown:\n  drain_timeout: 500ms\n"),
     );
     let outbound = orders.outbound();
-    let request = tokio::spawn(async move {
-        try_send_h1(outbound, get("users", "/slow?ms=30000")).await
-    });
+    let request =
+        tokio::spawn(async move { try_send_h1(outbound, get("users", "/slow?ms=30000")).await });
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.seen().is_empty() {
         assert!(Instant::now() < deadline, "request never reached the app");
@@ -103,9 +111,16 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_exit_is_still_ze
     orders.signal(Signal::SIGTERM);
     let status = orders.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(0));
-    assert!(signalled.elapsed() < Duration::from_secs(5), "took {:?}", signalled.elapsed());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        signalled.elapsed()
+    );
     orders.wait_for_log("drain timeout reached", Duration::from_secs(1));
-    assert!(request.await.expect("task").is_err(), "the cut request got a response");
+    assert!(
+        request.await.expect("task").is_err(),
+        "the cut request got a response"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,5 +131,9 @@ async fn an_idle_sidecar_exits_at_once_on_sigint() {
     orders.signal(Signal::SIGINT);
     let status = orders.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(0));
-    assert!(signalled.elapsed() < Duration::from_secs(2), "took {:?}", signalled.elapsed());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        signalled.elapsed()
+    );
 }

@@ -64,9 +64,11 @@ async fn pair() -> Pair {
     let certs = Certs::new();
     let app = TestApp::start().await;
     let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(
-        &SidecarConfig::new("orders", &certs).service("users", &[users.inbound()], "      timeout: 60s\n"),
-    );
+    let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
+        "users",
+        &[users.inbound()],
+        "      timeout: 60s\n",
+    ));
     Pair {
         _app: app,
         users,
@@ -80,7 +82,10 @@ async fn a_100_mib_upload_passes_with_flat_memory() {
     let pair = pair().await;
     // Warm up so the baseline includes connections and TLS state.
     collect(send_h1(pair.orders.outbound(), get("users", "/echo")).await).await;
-    let before = [peak_rss_bytes(pair.orders.pid()), peak_rss_bytes(pair.users.pid())];
+    let before = [
+        peak_rss_bytes(pair.orders.pid()),
+        peak_rss_bytes(pair.users.pid()),
+    ];
 
     let total = 100 * MIB;
     let req = Request::post("/echo")
@@ -91,7 +96,10 @@ async fn a_100_mib_upload_passes_with_flat_memory() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json()["body_bytes"], total);
 
-    let after = [peak_rss_bytes(pair.orders.pid()), peak_rss_bytes(pair.users.pid())];
+    let after = [
+        peak_rss_bytes(pair.orders.pid()),
+        peak_rss_bytes(pair.users.pid()),
+    ];
     for (b, a) in before.iter().zip(after) {
         // Buffering the body would cost 100 MiB; flow control keeps a few.
         assert!(
@@ -113,7 +121,11 @@ async fn a_large_download_streams_through() {
                 .expect("request");
             send_h2c(pair.orders.outbound(), req).await
         } else {
-            send_h1(pair.orders.outbound(), get("users", &format!("/bytes?n={total}"))).await
+            send_h1(
+                pair.orders.outbound(),
+                get("users", &format!("/bytes?n={total}")),
+            )
+            .await
         };
         assert_eq!(response.status(), 200);
         let mut body = response.into_body();
@@ -125,7 +137,10 @@ async fn a_large_download_streams_through() {
         }
         assert_eq!(received, total, "h2 = {use_h2}");
     }
-    assert!(peak_rss_bytes(pair.orders.pid()) < 48 * MIB, "the download was buffered");
+    assert!(
+        peak_rss_bytes(pair.orders.pid()) < 48 * MIB,
+        "the download was buffered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,7 +167,14 @@ async fn server_sent_events_arrive_one_by_one() {
         "data: event 0\n\ndata: event 1\n\ndata: event 2\n\ndata: event 3\n\n"
     );
     // Buffered, all events would arrive together at the end (~900 ms in).
-    assert!(arrivals.len() >= 4, "events were coalesced: {} frames", arrivals.len());
+    assert!(
+        arrivals.len() >= 4,
+        "events were coalesced: {} frames",
+        arrivals.len()
+    );
     let spread = *arrivals.last().expect("last") - arrivals[0];
-    assert!(spread >= Duration::from_millis(600), "events arrived within {spread:?}");
+    assert!(
+        spread >= Duration::from_millis(600),
+        "events arrived within {spread:?}"
+    );
 }

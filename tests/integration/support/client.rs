@@ -146,7 +146,9 @@ pub fn tls_config(ca: &Path, leaf: Option<&Leaf>, tls12_only: bool) -> rustls::C
                 .collect::<Result<Vec<_>, _>>()
                 .expect("cert");
             let key = PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
-            builder.with_client_auth_cert(chain, key).expect("client cert")
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
         }
         None => builder.with_no_client_auth(),
     };
@@ -162,11 +164,16 @@ pub async fn tls_connect(
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-    TlsConnector::from(Arc::new(config)).connect(name, tcp).await
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
 }
 
 /// Sends an HTTP/1.1 request over an established TLS stream.
-pub async fn send_h1_over<S>(stream: S, req: Request<TestBody>) -> Result<Response<Incoming>, BoxError>
+pub async fn send_h1_over<S>(
+    stream: S,
+    req: Request<TestBody>,
+) -> Result<Response<Incoming>, BoxError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

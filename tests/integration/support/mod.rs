@@ -69,7 +69,15 @@ impl Certs {
     pub fn issue_with(&self, service: &str, extra: &[&str]) -> Leaf {
         let dir = path_str(self.dir.path());
         let mut args = vec![
-            "certs", "issue", "--ca", dir, "--service", service, "--out", dir, "--force",
+            "certs",
+            "issue",
+            "--ca",
+            dir,
+            "--service",
+            service,
+            "--out",
+            dir,
+            "--force",
         ];
         args.extend_from_slice(extra);
         pilotfish(&args);

@@ -142,7 +142,11 @@ async fn handle(
 
 async fn echo(req: Request<Incoming>) -> Response<AppBody> {
     let (parts, body) = req.into_parts();
-    let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let mut headers = serde_json::Map::new();
     for name in parts.headers.keys() {
         let values: Vec<String> = parts
@@ -162,9 +166,10 @@ async fn echo(req: Request<Incoming>) -> Response<AppBody> {
         "body_bytes": body_bytes,
     });
     let mut response = Response::new(full(json.to_string()));
-    response
-        .headers_mut()
-        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -173,7 +178,9 @@ fn trailers() -> Response<AppBody> {
     trailers.insert("x-checksum", http::HeaderValue::from_static("abc123"));
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     let (tx, body) = channel(2);
-    let _ = tx.try_send(Ok(Frame::data(Bytes::from_static(b"body before trailers\n"))));
+    let _ = tx.try_send(Ok(Frame::data(Bytes::from_static(
+        b"body before trailers\n",
+    ))));
     let _ = tx.try_send(Ok(Frame::trailers(trailers)));
     let mut response = Response::new(body);
     response.headers_mut().insert(
@@ -191,7 +198,11 @@ fn bytes(n: u64) -> Response<AppBody> {
         let mut left = n;
         while left > 0 {
             let len = left.min(CHUNK);
-            if tx.send(Ok(Frame::data(chunk.slice(..len as usize)))).await.is_err() {
+            if tx
+                .send(Ok(Frame::data(chunk.slice(..len as usize))))
+                .await
+                .is_err()
+            {
                 return;
             }
             left -= len;
