@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState, Phase};
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::drain;
 use crate::http::server::{self, HeaderLimits};
 use crate::inbound::Inbound;
@@ -102,15 +102,10 @@ impl App {
     /// Loads certificates, builds both directions and binds every listener.
     pub async fn build(config: Config) -> Result<Self, BuildError> {
         let loaded_at = SystemTime::now();
-        let creds = Credentials::load(&config.tls, loaded_at)?;
-        if creds.identity != config.identity() {
-            return Err(BuildError::Config(format!(
-                "the certificate {} is for {} but this sidecar is {}",
-                config.tls.cert.display(),
-                creds.identity,
-                config.identity()
-            )));
-        }
+        let creds = match &config.tls {
+            Some(files) => Some(load_credentials(files, &config, loaded_at)?),
+            None => None,
+        };
         let registry = Registry::new();
         let metrics = RequestMetrics::register(&registry)?;
         let limits = HeaderLimits::from_config(&config.http);
@@ -127,7 +122,7 @@ impl App {
                         mesh_limits,
                         metrics.clone(),
                     )),
-                    tls: TlsAcceptor::from(tls::server_config(&creds)?),
+                    tls: TlsAcceptor::from(tls::server_config(need(&creds)?)?),
                     http: Arc::new(server::builder(mesh_limits)),
                 })
             }
@@ -139,7 +134,7 @@ impl App {
                 outbound: Arc::new(Outbound::new(
                     &config,
                     outbound,
-                    &creds,
+                    creds.as_ref(),
                     limits.with_headroom(PROXY_ADDED_HEADERS),
                     metrics,
                 )?),
@@ -214,6 +209,32 @@ impl App {
         }
         admin_task.abort();
     }
+}
+
+/// Loads this workload's certificates and checks they are for it.
+fn load_credentials(
+    files: &TlsFiles,
+    config: &Config,
+    now: SystemTime,
+) -> Result<Credentials, BuildError> {
+    let creds = Credentials::load(files, now)?;
+    if creds.identity != config.identity() {
+        return Err(BuildError::Config(format!(
+            "the certificate {} is for {} but this sidecar is {}",
+            files.cert.display(),
+            creds.identity,
+            config.identity()
+        )));
+    }
+    Ok(creds)
+}
+
+/// The credentials, where the config requires them (validation makes sure
+/// they are configured then).
+pub(crate) fn need(creds: &Option<Credentials>) -> Result<&Credentials, BuildError> {
+    creds
+        .as_ref()
+        .ok_or_else(|| BuildError::Config("`tls:` is required for mTLS".to_owned()))
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, BuildError> {

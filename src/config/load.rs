@@ -116,11 +116,10 @@ pub fn check_files(paths: &[PathBuf]) -> Vec<ConfigError> {
 /// Makes relative certificate paths relative to the config file's folder,
 /// so a config and its certificates can move together.
 fn resolve_paths(config: &mut Config, base: &Path) {
-    for path in [
-        &mut config.tls.ca,
-        &mut config.tls.cert,
-        &mut config.tls.key,
-    ] {
+    let Some(tls) = &mut config.tls else {
+        return;
+    };
+    for path in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
         if path.is_relative() {
             let position = path.position();
             let joined = base.join(path.get());

@@ -34,8 +34,10 @@ pub struct Config {
     /// SPIFFE trust domain of the mesh (default `cluster.local`).
     #[serde(default = "defaults::trust_domain")]
     pub trust_domain: Located<String>,
-    /// Certificate files of this workload and the mesh CA.
-    pub tls: TlsFiles,
+    /// Certificate files of this workload and the mesh CA. Required for
+    /// `inbound` and for `mtls` destinations, that is, in any mesh use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
     /// The admin listener: health, metrics, effective config.
     #[serde(default)]
     pub admin: AdminConfig,

@@ -46,6 +46,13 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
             "neither `inbound:` nor `outbound:` is configured; a sidecar needs at least one",
         );
     }
+    if config.tls.is_none() && needs_tls(config) {
+        r.error(
+            Position::default(),
+            "`tls:` is missing; it is required with `inbound:` and for destinations \
+             with transport: mtls (the default)",
+        );
+    }
     check_listeners(config, r);
     if let Some(outbound) = &config.outbound {
         check_services(config, outbound, r);
@@ -68,12 +75,15 @@ pub(super) fn validate_files(config: &Config, file: &Path) -> Vec<ConfigError> {
         file,
         errors: Vec::new(),
     };
-    match Credentials::load(&config.tls, SystemTime::now()) {
+    let Some(tls) = &config.tls else {
+        return report.errors;
+    };
+    match Credentials::load(tls, SystemTime::now()) {
         Ok(creds) => {
             let own = config.identity();
             if creds.identity != own {
                 report.error(
-                    config.tls.cert.position(),
+                    tls.cert.position(),
                     format!(
                         "the certificate is for {} but this sidecar is {own}; \
                          peers would refuse it",
@@ -84,14 +94,23 @@ pub(super) fn validate_files(config: &Config, file: &Path) -> Vec<ConfigError> {
         }
         Err(e) => {
             let position = match e.file() {
-                TlsFile::Ca => config.tls.ca.position(),
-                TlsFile::Cert => config.tls.cert.position(),
-                TlsFile::Key => config.tls.key.position(),
+                TlsFile::Ca => tls.ca.position(),
+                TlsFile::Cert => tls.cert.position(),
+                TlsFile::Key => tls.key.position(),
             };
             report.error(position, e.to_string());
         }
     }
     report.errors
+}
+
+/// Whether any part of the config speaks mTLS.
+fn needs_tls(config: &Config) -> bool {
+    config.inbound.is_some()
+        || config
+            .outbound
+            .as_ref()
+            .is_some_and(|o| o.services.values().any(|d| *d.transport == Transport::Mtls))
 }
 
 /// Two listeners on the same port collide when their IPs are equal or one

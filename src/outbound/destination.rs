@@ -51,7 +51,7 @@ impl Destination {
         config: &DestinationConfig,
         identity: SpiffeId,
         namespace: &str,
-        creds: &Credentials,
+        creds: Option<&Credentials>,
         limits: HeaderLimits,
     ) -> Result<Self, BuildError> {
         if config.endpoints.is_empty() {
@@ -66,7 +66,12 @@ impl Destination {
                 let server_name = ServerName::try_from(sni)
                     .map_err(|e| BuildError::Config(format!("server name for {name}: {e}")))?;
                 let settings = Arc::new(EndpointSettings {
-                    tls: tls::client_config(creds, identity.clone())?,
+                    tls: tls::client_config(
+                        creds.ok_or_else(|| {
+                            BuildError::Config(format!("service {name} needs `tls:` for mTLS"))
+                        })?,
+                        identity.clone(),
+                    )?,
                     server_name,
                     connect_timeout: config.connect_timeout.0,
                     limits,

@@ -47,7 +47,7 @@ impl Outbound {
     pub fn new(
         config: &Config,
         outbound: &OutboundConfig,
-        creds: &Credentials,
+        creds: Option<&Credentials>,
         limits: HeaderLimits,
         metrics: RequestMetrics,
     ) -> Result<Self, BuildError> {

@@ -271,3 +271,29 @@ fn the_reference_and_example_configs_are_valid() {
         "{out}"
     );
 }
+
+#[test]
+fn tls_is_required_only_for_mesh_traffic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plain = "service: edge
+outbound:
+  listen: 127.0.0.1:0
+  services:
+    legacy:
+      endpoints: [127.0.0.1:8080]
+      transport: plaintext
+";
+    let (code, out, _) = check(dir.path(), "plain.yaml", plain);
+    assert_eq!(
+        code, 0,
+        "a proxy to plaintext services needs no certificates: {out}"
+    );
+
+    let mesh = "service: users\ninbound:\n  app: 127.0.0.1:8080\n";
+    let (code, out, file) = check(dir.path(), "mesh.yaml", mesh);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with(&format!("{file}: `tls:` is missing")),
+        "{out}"
+    );
+}
