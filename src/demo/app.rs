@@ -1,10 +1,154 @@
-//! A demo service (work in progress).
+//! The demo services (`pilotfish demo-app --name users|orders|notifications`),
+//! which `pilotfish demo` runs behind its sidecars.
+//!
+//! They are deliberately plain: HTTP/1.1 and h2c on loopback, no TLS, no
+//! retries, no timeouts, no tracing. Everything the mesh does happens in the
+//! sidecars, and these apps show how little a service needs to know about
+//! it. The one meshed-app duty they carry out is copying trace headers from
+//! each incoming request onto the calls it makes (see [`downstream`]).
+//!
+//! Endpoints (every service): `GET /health`, `GET|POST /echo`,
+//! `GET /bytes?n=N`, `POST /upload`, `GET /sse?n=5&interval=100ms`,
+//! `/status/{code}`, `GET|POST /knobs`. Per service: `GET /users/{id}`;
+//! `GET|POST /notifications`; `GET /orders/{id}`. Failure knobs (see
+//! [`knobs`]) apply to every request except `/health` and `/knobs`.
+
+pub mod downstream;
+pub mod generic;
+pub mod knobs;
+pub mod reply;
+pub mod services;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use self::knobs::Knobs;
+use self::reply::Body;
 
 /// Options of a demo service.
 #[derive(Debug, clap::Args)]
-pub struct AppArgs {}
+pub struct AppArgs {
+    /// Which service: users, orders or notifications. Any other name gets
+    /// only the endpoints every service has.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Address to serve HTTP/1.1 and h2c on, such as 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The outbound listener of this service's own sidecar; orders calls
+    /// users and notifications through it.
+    #[arg(long, value_name = "ADDR")]
+    pub sidecar: Option<SocketAddr>,
+}
 
-/// Runs a demo service.
-pub fn run(_args: AppArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// What a running service knows.
+#[derive(Debug)]
+struct State {
+    name: String,
+    sidecar: Option<SocketAddr>,
+    knobs: Mutex<Knobs>,
+    notifications_sent: AtomicU64,
+}
+
+/// Runs a demo service until it is killed.
+pub fn run(args: AppArgs) -> anyhow::Result<()> {
+    let knobs = Knobs::from_env()?;
+    let state = Arc::new(State {
+        name: args.name,
+        sidecar: args.sidecar,
+        knobs: Mutex::new(knobs),
+        notifications_sent: AtomicU64::new(0),
+    });
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(args.listen, state))
+}
+
+async fn serve(addr: SocketAddr, state: Arc<State>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("demo service {} listening on {addr}", state.name);
+    let http = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            if let Err(e) = http.serve_connection(TokioIo::new(tcp), service).await {
+                eprintln!("connection ended with an error: {e}");
+            }
+        });
+    }
+}
+
+/// Answers one request: `/health` and `/knobs` first, then the knobs, then
+/// the endpoint.
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if path == "/health" && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        return reply::text(StatusCode::OK, "ok");
+    }
+    if path == "/knobs" {
+        return knobs::endpoint(&state.knobs, req.method(), req.uri().query());
+    }
+    let service_wide = *state.knobs.lock().unwrap_or_else(PoisonError::into_inner);
+    match service_wide.with_query(req.uri().query()) {
+        Ok(knobs) => {
+            if let Some(response) = knobs::apply(knobs).await {
+                return response;
+            }
+        }
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, e),
+    }
+    route(state, req).await
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let query = req.uri().query();
+    let method = req.method().clone();
+    match (&method, state.name.as_str(), segments.as_slice()) {
+        (&Method::GET | &Method::POST, _, ["echo"]) => generic::echo(&state.name, req).await,
+        (&Method::GET, _, ["bytes"]) => generic::bytes(query),
+        (&Method::POST, _, ["upload"]) => generic::upload(req).await,
+        (&Method::GET, _, ["sse"]) => generic::sse(query),
+        (_, _, ["status", code]) => generic::status(code),
+        (&Method::GET, "users", ["users", id]) => services::user(id),
+        (&Method::GET | &Method::POST, "notifications", ["notifications"]) => {
+            services::notifications(&state.notifications_sent, req).await
+        }
+        (&Method::GET, "orders", ["orders", id]) => {
+            services::order(id, req.headers(), state.sidecar).await
+        }
+        _ => reply::error(
+            StatusCode::NOT_FOUND,
+            format!("service {} has no endpoint {method} {path}", state.name),
+        ),
+    }
 }

@@ -1,12 +1,280 @@
-//! The demo mesh (work in progress).
+//! `pilotfish demo`: a whole mesh on loopback, in one command.
+//!
+//! Three demo services (`users`, `orders`, `notifications`, see [`app`]),
+//! each with its own sidecar, plus a `client` sidecar that stands for the
+//! user's own app so that a curl can enter the mesh:
+//!
+//! ```text
+//! curl -> client sidecar ==mTLS==> orders sidecar -> orders app
+//!         orders app -> orders sidecar ==mTLS==> users sidecar -> users app
+//!                                      ==mTLS==> notifications sidecar -> notifications app
+//! ```
+//!
+//! In order: plan the ports, make a CA and certificates, write one config
+//! per sidecar, start every app and sidecar as a child process (this same
+//! executable), wait until all are ready, print what runs where, then wait
+//! for Ctrl-C (or SIGTERM) and stop the children. `DEMO_FAIL_RATE`,
+//! `DEMO_DELAY` and `DEMO_HANG` in the environment reach every demo
+//! service (see [`app::knobs`]).
 
 pub mod app;
+mod banner;
+mod children;
+mod plan;
+mod ready;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use self::children::{Children, tail};
+use self::plan::{Mesh, Node, TlsPaths};
+use self::ready::{NotReady, Probe};
+use crate::certs::{self, Workload};
+
+/// Longest wait for every app and sidecar to be ready.
+const START_LIMIT: Duration = Duration::from_secs(20);
+/// How long children get to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often the running mesh is checked for children that died.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// Lines of a child's log shown when it fails.
+const TAIL_LINES: usize = 20;
+/// Lifetime of the demo's CA and certificates.
+const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Options of `pilotfish demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Folder for the certificates, configs and logs (default: a new
+    /// temporary folder). It is kept after exit; files of an earlier demo
+    /// in it are overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
 
-/// Runs the demo mesh until Ctrl-C.
-pub fn run(_args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// Runs the demo mesh until Ctrl-C or SIGTERM; an error if it cannot start
+/// or a child dies on its own.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run_mesh(args))
+}
+
+async fn run_mesh(args: DemoArgs) -> anyhow::Result<()> {
+    // First, so that Ctrl-C during start-up also stops the children.
+    let mut signals = Signals::install()?;
+    // The demo services read these too; a typo is clearer reported here.
+    app::knobs::Knobs::from_env().context("the DEMO_* variables are for the demo services")?;
+    let dir = prepare_dir(args.dir)?;
+    println!("Demo files: {}", dir.display());
+    let ports = plan::free_ports(Mesh::ports_needed()).context("cannot find free ports")?;
+    let mesh = Mesh::new(&ports).context("not enough free ports")?;
+    let identities = write_files(&mesh, &dir)?;
+    let mut children = Children::default();
+    let result = start_and_watch(&mesh, &dir, &identities, &mut children, &mut signals).await;
+    println!("Stopping the demo mesh...");
+    let _ = std::io::stdout().flush();
+    let killed = children.stop(STOP_GRACE).await;
+    if killed == 0 {
+        println!("Stopped.");
+    } else {
+        println!("Stopped; {killed} process(es) had to be killed.");
+    }
+    result
+}
+
+/// The folder to use, made absolute so the configs name absolute paths.
+fn prepare_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => tempfile::Builder::new()
+            .prefix("pilotfish-demo-")
+            .tempdir()
+            .context("cannot make a temporary folder")?
+            .keep(),
+    };
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    std::fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
+}
+
+/// Writes the CA, one certificate per workload, and one config per
+/// sidecar; returns each workload's SPIFFE id.
+fn write_files(mesh: &Mesh, dir: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
+    let certs_dir = dir.join("certs");
+    let ca = certs::make_ca(&certs_dir, CERT_TTL, true).context("cannot make the demo CA")?;
+    let mut identities = HashMap::new();
+    for node in &mesh.nodes {
+        let workload = Workload::new(node.name, "default", "cluster.local")?;
+        let issued = certs::issue(&certs_dir, &workload, CERT_TTL, &certs_dir, true)
+            .with_context(|| format!("cannot issue the certificate of {}", node.name))?;
+        let tls = TlsPaths {
+            ca: &ca.cert,
+            cert: &issued.cert,
+            key: &issued.key,
+        };
+        let path = config_path(dir, node);
+        std::fs::write(&path, mesh.sidecar_config(node, &tls))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        identities.insert(node.name, issued.identity.to_string());
+    }
+    Ok(identities)
+}
+
+fn config_path(dir: &Path, node: &Node) -> PathBuf {
+    dir.join(format!("{}-sidecar.yaml", node.name))
+}
+
+async fn start_and_watch(
+    mesh: &Mesh,
+    dir: &Path,
+    identities: &HashMap<&'static str, String>,
+    children: &mut Children,
+    signals: &mut Signals,
+) -> anyhow::Result<()> {
+    let probes = spawn_all(mesh, dir, children)?;
+    tokio::select! {
+        result = ready::wait(children, &probes, START_LIMIT) => match result {
+            Ok(()) => {}
+            Err(NotReady::Exited(exited)) if exited.by_ctrl_c() => return Ok(()),
+            Err(why) => return Err(report_not_ready(why)),
+        },
+        name = signals.recv() => {
+            println!("{name} received during start-up.");
+            return Ok(());
+        }
+    }
+    let identity = |name: &str| identities.get(name).cloned().unwrap_or_default();
+    print!("{}", banner::render(mesh, identity, dir));
+    let _ = std::io::stdout().flush();
+    watch(children, signals).await
+}
+
+/// Starts every demo app and sidecar; returns what to check for readiness.
+fn spawn_all(mesh: &Mesh, dir: &Path, children: &mut Children) -> anyhow::Result<Vec<Probe>> {
+    let exe = std::env::current_exe().context("cannot find the pilotfish executable")?;
+    let logs = dir.join("logs");
+    let mut probes = Vec::new();
+    let mut start = |name: String, args: Vec<OsString>, addr, path| {
+        let log = logs.join(format!("{name}.log"));
+        children.spawn(&name, &exe, &args, log.clone())?;
+        probes.push(Probe {
+            child: name,
+            log,
+            addr,
+            path,
+        });
+        anyhow::Ok(())
+    };
+    for node in &mesh.nodes {
+        if let Some(app) = node.app {
+            let mut args: Vec<OsString> = vec![
+                "demo-app".into(),
+                "--name".into(),
+                node.name.into(),
+                "--listen".into(),
+                app.to_string().into(),
+            ];
+            if let Some(outbound) = node.outbound {
+                args.extend(["--sidecar".into(), outbound.to_string().into()]);
+            }
+            start(format!("{}-app", node.name), args, app, "/health")?;
+        }
+        let args = vec![
+            "run".into(),
+            "--config".into(),
+            config_path(dir, node).into(),
+        ];
+        start(format!("{}-sidecar", node.name), args, node.admin, "/ready")?;
+    }
+    Ok(probes)
+}
+
+/// Prints which child failed to start and the end of its log.
+fn report_not_ready(why: NotReady) -> anyhow::Error {
+    match why {
+        NotReady::Exited(exited) => {
+            eprintln!(
+                "{exited} during start-up; last lines of {}:\n{}\n",
+                exited.log.display(),
+                tail(&exited.log, TAIL_LINES)
+            );
+            anyhow::anyhow!("the demo mesh did not start: {exited}")
+        }
+        NotReady::TimedOut(probes) => {
+            for probe in &probes {
+                eprintln!(
+                    "{} did not answer GET {} on {} with 200 within {}s; last lines of {}:\n{}\n",
+                    probe.child,
+                    probe.path,
+                    probe.addr,
+                    START_LIMIT.as_secs(),
+                    probe.log.display(),
+                    tail(&probe.log, TAIL_LINES)
+                );
+            }
+            let names: Vec<&str> = probes.iter().map(|p| p.child.as_str()).collect();
+            anyhow::anyhow!(
+                "the demo mesh did not start within {}s: {} not ready",
+                START_LIMIT.as_secs(),
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// Watches the running mesh until a signal (`Ok`) or a child's death (`Err`).
+async fn watch(children: &mut Children, signals: &mut Signals) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            name = signals.recv() => {
+                println!("{name} received.");
+                return Ok(());
+            }
+            () = tokio::time::sleep(WATCH_EVERY) => {
+                let Some(exited) = children.first_exited() else { continue };
+                if exited.by_ctrl_c() {
+                    return Ok(()); // the terminal sent SIGINT to the group
+                }
+                eprintln!(
+                    "{exited} unexpectedly; last lines of {}:\n{}\n",
+                    exited.log.display(),
+                    tail(&exited.log, TAIL_LINES)
+                );
+                anyhow::bail!("{exited} unexpectedly; the demo mesh was stopped");
+            }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, the two ways to stop the demo.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        let install = |kind| signal(kind).context("cannot install a signal handler");
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for either signal; its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
 }

@@ -71,8 +71,14 @@ impl<'a> Target<'a> {
     }
 }
 
-/// Parses the `host` of a route: `name` or `name:port`.
+/// The route host that matches any host not matched otherwise.
+pub const ANY_HOST: &str = "*";
+
+/// Parses the `host` of a route: `name`, `name:port`, or `*` (any host).
 pub fn parse_route_host(text: &str) -> Result<(String, Option<u16>), String> {
+    if text == ANY_HOST {
+        return Ok((ANY_HOST.to_owned(), None));
+    }
     let target = Target::parse(text).ok_or_else(|| {
         format!("route host {text:?} is not a host name or host:port (no scheme, no path)")
     })?;
@@ -96,6 +102,8 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     by_host: HashMap<String, Vec<Entry>>,
+    /// Routes with host `*`, tried when no host-specific route matches.
+    any_host: Vec<Entry>,
 }
 
 impl RouteTable {
@@ -112,6 +120,7 @@ impl RouteTable {
             .map(|(i, name)| (name.as_str(), i))
             .collect();
         let mut by_host: HashMap<String, Vec<Entry>> = HashMap::new();
+        let mut any_host = Vec::new();
         for route in &outbound.routes {
             let (Ok((host, port)), Some(&destination)) = (
                 parse_route_host(&route.host),
@@ -119,15 +128,20 @@ impl RouteTable {
             ) else {
                 continue; // reported by config validation
             };
-            by_host.entry(host).or_default().push(Entry {
+            let entry = Entry {
                 port,
                 prefix: route.path_prefix.clone(),
                 destination,
-            });
+            };
+            if host == ANY_HOST {
+                any_host.push(entry);
+            } else {
+                by_host.entry(host).or_default().push(entry);
+            }
         }
         // Explicit routes first, port-specific before any-port, then the
         // longest prefix; the sort is stable, so service names come last.
-        for entries in by_host.values_mut() {
+        for entries in by_host.values_mut().chain(std::iter::once(&mut any_host)) {
             entries.sort_by_key(|e| (e.port.is_none(), std::cmp::Reverse(e.prefix.len())));
         }
         for (name, dst) in &outbound.services {
@@ -146,17 +160,19 @@ impl RouteTable {
                 });
             }
         }
-        Self { by_host }
+        Self { by_host, any_host }
     }
 
-    /// The destination for a target and path, if any route matches.
+    /// The destination for a target and path, if any route matches:
+    /// routes for the host first, then routes for any host (`*`).
     pub fn find(&self, target: &Target<'_>, path: &str) -> Option<usize> {
+        let matches = |e: &&Entry| {
+            (e.port.is_none() || e.port == target.port) && prefix_matches(&e.prefix, path)
+        };
         self.by_host
-            .get(target.host.as_ref())?
-            .iter()
-            .find(|e| {
-                (e.port.is_none() || e.port == target.port) && prefix_matches(&e.prefix, path)
-            })
+            .get(target.host.as_ref())
+            .and_then(|entries| entries.iter().find(matches))
+            .or_else(|| self.any_host.iter().find(matches))
             .map(|e| e.destination)
     }
 }
@@ -186,6 +202,8 @@ mod tests {
                         endpoints: vec![Located::new("127.0.0.1:1".parse().unwrap())],
                         identity: None,
                         namespace: None,
+                        transport: Default::default(),
+                        protocol: Default::default(),
                         connect_timeout: HumanDuration::from_secs(1),
                         timeout: HumanDuration::from_secs(1),
                     };
@@ -256,6 +274,28 @@ mod tests {
             ("api.example:8443", "/orders", Some(1)),
             ("users.other", "/", None),
             ("nowhere", "/", None),
+        ];
+        for (authority, path, want) in cases {
+            let target = Target::parse(authority).unwrap();
+            assert_eq!(table.find(&target, path), *want, "{authority}{path}");
+        }
+    }
+
+    #[test]
+    fn any_host_routes_catch_what_nothing_else_matches() {
+        // services: legacy = 0, users = 1
+        let table = RouteTable::build(
+            &outbound(
+                &["users", "legacy"],
+                &[("*", "/", "legacy"), ("*", "/users", "users")],
+            ),
+            "default",
+        );
+        let cases: &[(&str, &str, Option<usize>)] = &[
+            ("users", "/anything", Some(1)),
+            ("bench", "/", Some(0)),
+            ("127.0.0.1:8080", "/x", Some(0)),
+            ("bench", "/users/1", Some(1)),
         ];
         for (authority, path, want) in cases {
             let target = Target::parse(authority).unwrap();

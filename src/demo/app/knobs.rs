@@ -116,9 +116,15 @@ pub async fn apply(knobs: Knobs) -> Option<http::Response<Body>> {
 
 /// `GET /knobs` shows the service-wide knobs; `POST /knobs?...` changes
 /// the ones named in the query and shows the result.
-pub fn endpoint(knobs: &Mutex<Knobs>, method: &Method, query: Option<&str>) -> http::Response<Body> {
+pub fn endpoint(
+    knobs: &Mutex<Knobs>,
+    method: &Method,
+    query: Option<&str>,
+) -> http::Response<Body> {
     // A panic while holding the lock cannot leave the knobs half-written.
-    let mut current = knobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut current = knobs
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     match *method {
         Method::GET => reply::json(StatusCode::OK, &current.to_json()),
         Method::POST => match current.with_query(query) {
@@ -143,8 +149,13 @@ fn parse_fail(name: &'static str, text: &str) -> Result<f64, KnobError> {
 }
 
 fn parse_delay(name: &'static str, text: &str) -> Result<Duration, KnobError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| knob_error(name, text, &format!("{e} (expected a duration such as 200ms or 1s)")))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        knob_error(
+            name,
+            text,
+            &format!("{e} (expected a duration such as 200ms or 1s)"),
+        )
+    })
 }
 
 fn parse_hang(name: &'static str, text: &str) -> Result<bool, KnobError> {
@@ -188,13 +199,23 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_the_parameter_name() {
         let cases = [
-            ("fail=1.5", "fail=\"1.5\" is not valid: expected a number from 0.0 to 1.0"),
-            ("fail=NaN", "fail=\"NaN\" is not valid: expected a number from 0.0 to 1.0"),
+            (
+                "fail=1.5",
+                "fail=\"1.5\" is not valid: expected a number from 0.0 to 1.0",
+            ),
+            (
+                "fail=NaN",
+                "fail=\"NaN\" is not valid: expected a number from 0.0 to 1.0",
+            ),
             ("hang=yes", "hang=\"yes\" is not valid: expected 1 or 0"),
         ];
         for (query, message) in cases {
             let err = Knobs::default().with_query(Some(query)).err();
-            assert_eq!(err.map(|e| e.to_string()).as_deref(), Some(message), "{query}");
+            assert_eq!(
+                err.map(|e| e.to_string()).as_deref(),
+                Some(message),
+                "{query}"
+            );
         }
         let err = Knobs::default().with_query(Some("delay=soon")).err();
         assert!(err.is_some_and(|e| e.to_string().starts_with("delay=\"soon\" is not valid")));

@@ -50,9 +50,13 @@ pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
     with_type(status, full(text), "application/json")
 }
 
-/// A plain-text response; a newline is added.
+/// A plain-text response of exactly `message`.
 pub fn text(status: StatusCode, message: &str) -> Response<Body> {
-    with_type(status, full(format!("{message}\n")), "text/plain; charset=utf-8")
+    with_type(
+        status,
+        full(message.to_owned()),
+        "text/plain; charset=utf-8",
+    )
 }
 
 /// A JSON error: `{"error": message}`.

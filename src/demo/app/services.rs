@@ -1,0 +1,150 @@
+//! The three demo services' own endpoints: `users` answers from fake data,
+//! `notifications` counts what it is sent, and `orders` calls both (through
+//! its sidecar) and combines the answers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::downstream::Call;
+use super::reply::{self, Body};
+
+/// Largest notification body accepted.
+const MAX_NOTIFICATION_BYTES: usize = 64 * 1024;
+
+const FIRST_NAMES: [&str; 8] = [
+    "Ada", "Grace", "Alan", "Barbara", "Edsger", "Frances", "Donald", "Margaret",
+];
+const LAST_NAMES: [&str; 6] = [
+    "Lovelace", "Hopper", "Turing", "Liskov", "Dijkstra", "Allen",
+];
+const ITEMS: [&str; 5] = ["teapot", "kettle", "mug", "tea tin", "saucer"];
+
+/// `GET /users/{id}`: a fake user, always the same for the same id.
+pub fn user(id: &str) -> Response<Body> {
+    match id.parse::<u64>() {
+        Ok(id) => reply::json(StatusCode::OK, &fake_user(id)),
+        Err(_) => reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("user id {id:?} is not valid: expected a number"),
+        ),
+    }
+}
+
+fn fake_user(id: u64) -> Value {
+    let pick = |list: &[&'static str], n: u64| list[(n % list.len() as u64) as usize];
+    let first = pick(&FIRST_NAMES, id);
+    let last = pick(&LAST_NAMES, id / FIRST_NAMES.len() as u64);
+    json!({
+        "id": id,
+        "name": format!("{first} {last}"),
+        "email": format!("{}.{}{id}@example.com", first.to_lowercase(), last.to_lowercase()),
+    })
+}
+
+/// `POST /notifications` queues a JSON notification (202 with its number);
+/// `GET /notifications` tells how many were sent.
+pub async fn notifications(sent: &AtomicU64, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::GET {
+        let count = sent.load(Ordering::Relaxed);
+        return reply::json(StatusCode::OK, &json!({ "sent": count }));
+    }
+    let body = match Limited::new(req.into_body(), MAX_NOTIFICATION_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "cannot read the notification (at most {MAX_NOTIFICATION_BYTES} bytes): {e}"
+                ),
+            );
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<Value>(&body) {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("the notification is not JSON: {e}"),
+        );
+    }
+    let id = sent.fetch_add(1, Ordering::Relaxed) + 1;
+    reply::json(StatusCode::ACCEPTED, &json!({ "queued": true, "id": id }))
+}
+
+/// `GET /orders/{id}`: the order, its user (from `users`) and the result of
+/// notifying them (from `notifications`); 502 naming the call that failed.
+pub async fn order(id: &str, headers: &HeaderMap, sidecar: Option<SocketAddr>) -> Response<Body> {
+    let Ok(order_id) = id.parse::<u64>() else {
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("order id {id:?} is not valid: expected a number"),
+        );
+    };
+    let Some(sidecar) = sidecar else {
+        return reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "orders was started without --sidecar, so it cannot call users or notifications",
+        );
+    };
+    let user_id = order_id % 10 + 1;
+    let get_user = Call {
+        service: "users",
+        method: Method::GET,
+        path: format!("/users/{user_id}"),
+        body: None,
+        headers,
+    };
+    let user = match call(get_user, sidecar).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let notify = Call {
+        service: "notifications",
+        method: Method::POST,
+        path: "/notifications".to_owned(),
+        body: Some(json!({
+            "to": user.get("email"),
+            "message": format!("order {order_id} has shipped"),
+        })),
+        headers,
+    };
+    let notification = match call(notify, sidecar).await {
+        Ok(notification) => notification,
+        Err(response) => return response,
+    };
+    let order = json!({
+        "id": order_id,
+        "item": ITEMS[(order_id % ITEMS.len() as u64) as usize],
+        "quantity": order_id % 3 + 1,
+        "user_id": user_id,
+    });
+    let value = json!({ "order": order, "user": user, "notification": notification });
+    reply::json(StatusCode::OK, &value)
+}
+
+/// Makes a call; a failure becomes the 502 the caller answers with.
+async fn call(call: Call<'_>, sidecar: SocketAddr) -> Result<Value, Response<Body>> {
+    let what = call.describe();
+    call.send(sidecar)
+        .await
+        .map_err(|e| reply::json(StatusCode::BAD_GATEWAY, &e.to_json(&what)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_users_are_deterministic_and_distinct() {
+        assert_eq!(fake_user(7), fake_user(7));
+        assert_ne!(fake_user(7)["name"], fake_user(8)["name"]);
+        assert_eq!(fake_user(1)["name"], "Grace Lovelace");
+        assert_eq!(fake_user(1)["email"], "grace.lovelace1@example.com");
+    }
+}

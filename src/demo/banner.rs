@@ -1,0 +1,97 @@
+//! What `pilotfish demo` prints once the mesh is up: a table of what runs
+//! where, and commands to paste. The first line that starts with `curl `
+//! is the main example (the integration test runs it).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::plan::{Mesh, Node};
+
+/// The text shown once the mesh is up. `identity` gives each workload's
+/// SPIFFE id.
+pub fn render(mesh: &Mesh, identity: impl Fn(&str) -> String, dir: &Path) -> String {
+    let mut out = String::new();
+    let addr =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let _ = writeln!(out, "\nThe Pilotfish demo mesh is up.\n");
+    let _ = writeln!(
+        out,
+        "{:<14} {:<16} {:<17} {:<16} {:<16} identity",
+        "service", "app", "inbound (mTLS)", "outbound", "admin"
+    );
+    for node in &mesh.nodes {
+        let _ = writeln!(
+            out,
+            "{:<14} {:<16} {:<17} {:<16} {:<16} {}",
+            node.name,
+            addr(node.app),
+            addr(node.inbound),
+            addr(node.outbound),
+            node.admin,
+            identity(node.name)
+        );
+    }
+    if let Some(client) = mesh.node("client") {
+        examples(&mut out, mesh, client);
+    }
+    let logs = dir.join("logs");
+    let _ = writeln!(
+        out,
+        "\nLogs of every app and sidecar: {}\nConfigs and certificates: {}\nPress Ctrl-C to stop.",
+        logs.display(),
+        dir.display()
+    );
+    out
+}
+
+/// Commands to paste; `client`'s sidecar stands for the user's own app.
+fn examples(out: &mut String, mesh: &Mesh, client: &Node) {
+    let Some(entry) = client.outbound else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nCall orders through the mesh (client sidecar =mTLS=> orders sidecar -> orders app,\n\
+         which calls users and notifications through its sidecar, over mTLS again):\n\
+         curl -s -H 'Host: orders' http://{entry}/orders/42\n\
+         \n\
+         See what the users app receives, including the caller's verified identity\n\
+         (pilotfish-client-id):\n\
+         curl -s -H 'Host: users' http://{entry}/echo\n\
+         \n\
+         Make users fail half of its requests, then call orders again (fail=0 undoes it;\n\
+         delay=200ms and hang=1 work too):\n\
+         curl -s -X POST -H 'Host: users' 'http://{entry}/knobs?fail=0.5'"
+    );
+    if let Some(orders) = mesh.node("orders") {
+        let _ = writeln!(
+            out,
+            "\nMetrics of the orders sidecar:\ncurl -s http://{}/metrics",
+            orders.admin
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_curl_line_calls_orders_through_the_client_sidecar() {
+        let ports: Vec<u16> = (30_000..).take(Mesh::ports_needed()).collect();
+        let Some(mesh) = Mesh::new(&ports) else {
+            panic!("enough ports");
+        };
+        let text = render(
+            &mesh,
+            |name| format!("spiffe://td/{name}"),
+            Path::new("/tmp/d"),
+        );
+        let entry = mesh.node("client").and_then(|c| c.outbound);
+        let first = text.lines().find(|l| l.starts_with("curl "));
+        let expected = entry.map(|e| format!("curl -s -H 'Host: orders' http://{e}/orders/42"));
+        assert_eq!(first.map(str::to_owned), expected);
+        assert!(text.contains("spiffe://td/notifications"));
+        assert!(text.contains("/tmp/d/logs"));
+    }
+}
