@@ -72,10 +72,7 @@ impl AdminState {
 
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
+    crate::listener::accept_loop(&listener, "admin", |tcp, _| {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -89,7 +86,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
                 debug!(error = %e, "admin connection failed");
             }
         });
-    }
+    })
+    .await;
 }
 
 fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus::Registry;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
@@ -23,6 +23,7 @@ use crate::config::{Config, TlsFiles};
 use crate::drain;
 use crate::http::server::{self, HeaderLimits};
 use crate::inbound::Inbound;
+use crate::listener;
 use crate::metrics::RequestMetrics;
 use crate::outbound::Outbound;
 use crate::tls::{self, CredentialError, Credentials};
@@ -243,25 +244,8 @@ async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Build
         .map_err(|source| BuildError::Bind { name, addr, source })
 }
 
-/// Accepts until aborted; an accept error (such as running out of file
-/// descriptors) is logged and retried after a pause rather than fatal.
-async fn accept_loop<F>(listener: &TcpListener, name: &'static str, mut on_connection: F)
-where
-    F: FnMut(TcpStream, SocketAddr),
-{
-    loop {
-        match listener.accept().await {
-            Ok((tcp, addr)) => on_connection(tcp, addr),
-            Err(e) => {
-                warn!(listener = name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 async fn accept_outbound(side: OutboundSide, watch: drain::Watch) {
-    accept_loop(&side.listener, "outbound", |tcp, addr| {
+    listener::accept_loop(&side.listener, "outbound", |tcp, addr| {
         let _ = tcp.set_nodelay(true);
         let outbound = side.outbound.clone();
         let http = side.http.clone();
@@ -281,7 +265,7 @@ async fn accept_outbound(side: OutboundSide, watch: drain::Watch) {
 }
 
 async fn accept_inbound(side: InboundSide, watch: drain::Watch) {
-    accept_loop(&side.listener, "inbound", |tcp, addr| {
+    listener::accept_loop(&side.listener, "inbound", |tcp, addr| {
         tokio::spawn(side.inbound.clone().serve_connection(
             tcp,
             addr,

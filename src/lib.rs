@@ -32,6 +32,7 @@ pub mod drain;
 pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod listener;
 pub mod metrics;
 pub mod outbound;
 pub mod telemetry;

@@ -10,9 +10,16 @@ pub const LOG_ENV: &str = "PILOTFISH_LOG";
 /// Installs the global subscriber. `level` is a `tracing` filter; the
 /// `PILOTFISH_LOG` environment variable wins over it when set.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = std::env::var(LOG_ENV)
-        .ok()
-        .and_then(|env| EnvFilter::try_new(env).ok())
+    let from_env = std::env::var(LOG_ENV).ok().and_then(|env| {
+        EnvFilter::try_new(&env)
+            .map_err(|e| {
+                // No subscriber yet: this one goes straight to stderr.
+                eprintln!("pilotfish: ignoring {LOG_ENV}={env:?}: {e}; using log.level {level:?}");
+            })
+            .ok()
+    });
+    // `level` was validated with the config; "info" only guards the type.
+    let filter = from_env
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
