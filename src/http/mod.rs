@@ -7,6 +7,7 @@ pub mod h2_client;
 pub mod headers;
 pub mod plain_client;
 pub mod server;
+pub mod uri;
 
 pub use body::{Body, BoxError};
 pub use error::{Direction, ERROR_HEADER, ProxyError, Reason};

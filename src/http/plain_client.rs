@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{HOST, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::h2_client::{self, H2Connection};
 use super::server::HeaderLimits;
-use super::{Body, ProxyError};
+use super::{Body, ProxyError, uri};
 
 /// Idle HTTP/1.1 connections are closed after this long. Short, like
 /// Linkerd's 3s, so the pool gives up a connection before the server's own
@@ -89,10 +89,7 @@ impl PlainClient {
     /// Sets the version and the URI for this server.
     fn address(&self, req: Request<Body>, version: Version) -> Result<Request<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let asked = parts.uri.authority().cloned().or_else(|| {
-            let host = parts.headers.get(HOST)?;
-            Authority::try_from(host.as_bytes()).ok()
-        });
+        let asked = uri::requested_authority(&parts);
         let authority = if version == Version::HTTP_2 {
             // h2c carries the authority in the URI; Host would repeat it.
             parts.headers.remove(HOST);
@@ -107,17 +104,7 @@ impl PlainClient {
             }
             self.authority.clone()
         };
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|_| ProxyError::NoAuthority)?;
+        parts.uri = uri::absolute(Scheme::HTTP, authority, &parts.uri)?;
         parts.version = version;
         Ok(Request::from_parts(parts, body))
     }

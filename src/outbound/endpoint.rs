@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HOST;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::Scheme;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -20,7 +20,7 @@ use tracing::info;
 use crate::http::h2_client::{self, H2Connection};
 use crate::http::headers::{ORIG_PROTO, ORIG_PROTO_HTTP1};
 use crate::http::server::HeaderLimits;
-use crate::http::{Body, ProxyError};
+use crate::http::{Body, ProxyError, uri};
 
 /// How to reach the endpoints of one destination.
 #[derive(Debug, Clone)]
@@ -110,25 +110,9 @@ impl MeshEndpoint {
 fn for_mesh_link(req: Request<Body>, app_spoke_http1: bool) -> Result<Request<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     if parts.uri.scheme().is_none() || parts.uri.authority().is_none() {
-        let authority = match parts.uri.authority() {
-            Some(authority) => authority.clone(),
-            None => parts
-                .headers
-                .get(HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                .ok_or(ProxyError::NoAuthority)?,
-        };
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(parts.uri.scheme().cloned().unwrap_or(Scheme::HTTP))
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|_| ProxyError::NoAuthority)?;
+        let authority = uri::requested_authority(&parts).ok_or(ProxyError::NoAuthority)?;
+        let scheme = parts.uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        parts.uri = uri::absolute(scheme, authority, &parts.uri)?;
     }
     parts.headers.remove(HOST);
     if app_spoke_http1 {

@@ -9,17 +9,10 @@ async fn admin_get(sidecar: &Sidecar, path: &str) -> Collected {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_ready_metrics_and_config() {
-    let certs = Certs::new();
-    let app = TestApp::start().await;
-    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
-        "users",
-        &[users.inbound()],
-        "",
-    ));
+    let Pair { orders, users, .. } = &Pair::start().await;
 
-    assert_eq!(admin_get(&orders, "/live").await.status, 200);
-    let ready = admin_get(&orders, "/ready").await;
+    assert_eq!(admin_get(orders, "/live").await.status, 200);
+    let ready = admin_get(orders, "/ready").await;
     assert_eq!(
         (ready.status.as_u16(), ready.text().as_str()),
         (200, "ready\n")
@@ -30,7 +23,7 @@ async fn live_ready_metrics_and_config() {
     }
     collect(send_h1(orders.outbound(), get("nowhere", "/")).await).await;
 
-    let metrics = admin_get(&orders, "/metrics").await;
+    let metrics = admin_get(orders, "/metrics").await;
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
     for line in [
@@ -42,7 +35,7 @@ async fn live_ready_metrics_and_config() {
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
-    let inbound = admin_get(&users, "/metrics").await.text();
+    let inbound = admin_get(users, "/metrics").await.text();
     assert!(
         inbound.contains(
             r#"pilotfish_requests_total{direction="inbound",service="users",status="200"} 2"#
@@ -50,7 +43,7 @@ async fn live_ready_metrics_and_config() {
         "{inbound}"
     );
 
-    let config = admin_get(&orders, "/config").await;
+    let config = admin_get(orders, "/config").await;
     assert_eq!(config.status, 200);
     assert_eq!(
         config.header("content-type"),
@@ -66,5 +59,5 @@ async fn live_ready_metrics_and_config() {
     assert!(yaml.contains("timeout: 15s"), "defaults are shown: {yaml}");
     assert!(!yaml.contains("PRIVATE KEY"), "key material leaked: {yaml}");
 
-    assert_eq!(admin_get(&orders, "/nope").await.status, 404);
+    assert_eq!(admin_get(orders, "/nope").await.status, 404);
 }

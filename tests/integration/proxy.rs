@@ -8,34 +8,9 @@ use crate::support::*;
 
 const ORDERS_ID: &str = "spiffe://cluster.local/ns/default/sa/orders";
 
-/// A users app behind its sidecar, and an orders sidecar that can call it.
-struct Mesh {
-    app: TestApp,
-    _users: Sidecar,
-    orders: Sidecar,
-    _certs: Certs,
-}
-
-async fn mesh() -> Mesh {
-    let certs = Certs::new();
-    let app = TestApp::start().await;
-    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
-        "users",
-        &[users.inbound()],
-        "",
-    ));
-    Mesh {
-        app,
-        _users: users,
-        orders,
-        _certs: certs,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_request_arrives_intact_with_the_callers_identity() {
-    let mesh = mesh().await;
+    let mesh = Pair::start().await;
     let req = Request::post("/echo?page=2&q=a%20b")
         .header("host", "users")
         .header("x-custom", "kept")
@@ -82,7 +57,7 @@ async fn http1_request_arrives_intact_with_the_callers_identity() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_request_arrives_as_http2_with_the_callers_identity() {
-    let mesh = mesh().await;
+    let mesh = Pair::start().await;
     let req = Request::put("http://users/echo")
         .header("x-custom", "kept")
         .body(body("h2 body"))
@@ -100,7 +75,7 @@ async fn http2_request_arrives_as_http2_with_the_callers_identity() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn absolute_form_requests_work_like_an_http_proxy() {
-    let mesh = mesh().await;
+    let mesh = Pair::start().await;
     // What curl sends with HTTP_PROXY set: the whole URL on the request line.
     let req = Request::get("http://users.default.svc.cluster.local:8080/echo")
         .header("host", "users.default.svc.cluster.local:8080")
@@ -116,7 +91,7 @@ async fn absolute_form_requests_work_like_an_http_proxy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_response_headers_pass_unchanged() {
-    let mesh = mesh().await;
+    let mesh = Pair::start().await;
     let response =
         collect(send_h1(mesh.orders.outbound(), get("users", "/status/418")).await).await;
     assert_eq!(response.status, 418);
@@ -133,7 +108,7 @@ async fn status_and_response_headers_pass_unchanged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trailers_arrive_over_http1_and_http2() {
-    let mesh = mesh().await;
+    let mesh = Pair::start().await;
     let mut req = get("users", "/trailers");
     req.headers_mut()
         .insert("te", "trailers".parse().expect("value"));
@@ -156,7 +131,7 @@ async fn trailers_arrive_over_http1_and_http2() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_trailers_reach_the_app_over_http2() {
-    let mesh = mesh().await;
+    let mesh = Pair::start().await;
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-request-trailer", "sent".parse().expect("value"));
     let body = frames_body(vec![

@@ -53,33 +53,9 @@ fn peak_rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
-struct Pair {
-    _app: TestApp,
-    users: Sidecar,
-    orders: Sidecar,
-    _certs: Certs,
-}
-
-async fn pair() -> Pair {
-    let certs = Certs::new();
-    let app = TestApp::start().await;
-    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
-        "users",
-        &[users.inbound()],
-        "      timeout: 60s\n",
-    ));
-    Pair {
-        _app: app,
-        users,
-        orders,
-        _certs: certs,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_100_mib_upload_passes_with_flat_memory() {
-    let pair = pair().await;
+    let pair = Pair::start_with("      timeout: 60s\n").await;
     // Warm up so the baseline includes connections and TLS state.
     collect(send_h1(pair.orders.outbound(), get("users", "/echo")).await).await;
     let before = [
@@ -112,7 +88,7 @@ async fn a_100_mib_upload_passes_with_flat_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_download_streams_through() {
-    let pair = pair().await;
+    let pair = Pair::start_with("      timeout: 60s\n").await;
     let total = 64 * MIB;
     for use_h2 in [false, true] {
         let response = if use_h2 {
@@ -145,7 +121,7 @@ async fn a_large_download_streams_through() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_sent_events_arrive_one_by_one() {
-    let pair = pair().await;
+    let pair = Pair::start_with("      timeout: 60s\n").await;
     let response = send_h1(
         pair.orders.outbound(),
         get("users", "/sse?n=4&interval_ms=300"),

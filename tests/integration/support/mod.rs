@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod client;
+pub mod pair;
 pub mod sidecar;
 pub mod test_app;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use client::*;
+pub use pair::Pair;
 pub use sidecar::{Sidecar, SidecarConfig};
 pub use test_app::TestApp;
 

@@ -1,0 +1,66 @@
+//! The URIs requests carry upstream: which authority the client asked for,
+//! and the absolute form HTTP/2 and the pooled HTTP/1.1 client need.
+
+use http::Uri;
+use http::header::HOST;
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+
+use super::ProxyError;
+
+/// The authority the client asked for: the URI's (absolute form, HTTP/2
+/// `:authority`), else the `Host` header's.
+pub fn requested_authority(parts: &Parts) -> Option<Authority> {
+    parts.uri.authority().cloned().or_else(|| {
+        let host = parts.headers.get(HOST)?;
+        Authority::try_from(host.as_bytes()).ok()
+    })
+}
+
+/// `scheme://authority` followed by the path and query of `uri` (`/` if
+/// it has none).
+pub fn absolute(scheme: Scheme, authority: Authority, uri: &Uri) -> Result<Uri, ProxyError> {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| ProxyError::NoAuthority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> Parts {
+        let mut req = http::Request::get(uri);
+        if let Some(host) = host {
+            req = req.header(HOST, host);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_uri_authority_wins_over_host() {
+        let p = parts("http://users:8080/x", Some("other"));
+        assert_eq!(requested_authority(&p).unwrap(), "users:8080");
+        let p = parts("/x", Some("users"));
+        assert_eq!(requested_authority(&p).unwrap(), "users");
+        assert!(requested_authority(&parts("/x", None)).is_none());
+        assert!(requested_authority(&parts("/x", Some("bad host"))).is_none());
+    }
+
+    #[test]
+    fn absolute_keeps_path_and_query() {
+        let uri: Uri = "/a/b?c=d".parse().unwrap();
+        let abs = absolute(Scheme::HTTP, Authority::from_static("users"), &uri).unwrap();
+        assert_eq!(abs, "http://users/a/b?c=d");
+        let star: Uri = "http://x".parse().unwrap();
+        let abs = absolute(Scheme::HTTP, Authority::from_static("users"), &star).unwrap();
+        assert_eq!(abs, "http://users/");
+    }
+}
