@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::SystemTime;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -16,7 +15,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::config::Config;
+use crate::app::Live;
 use crate::http::Body;
 
 /// Where the sidecar is in its life, as `/ready` reports it.
@@ -36,23 +35,28 @@ pub enum Phase {
 pub struct AdminState {
     phase: AtomicU8,
     registry: Registry,
-    config_yaml: String,
+    live: Live,
 }
 
 impl AdminState {
-    /// State for `config`, loaded at `loaded_at`; metrics from `registry`.
-    pub fn new(config: &Config, loaded_at: SystemTime, registry: Registry) -> Self {
-        let yaml = serde_saphyr::to_string(config)
-            .unwrap_or_else(|e| format!("# the config could not be shown: {e}\n"));
-        let config_yaml = format!(
-            "# effective config, loaded at {}\n{yaml}",
-            humantime::format_rfc3339_seconds(loaded_at)
-        );
+    /// Reports on the state in force (`live`) and the metrics of `registry`.
+    pub fn new(live: Live, registry: Registry) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Starting as u8),
             registry,
-            config_yaml,
+            live,
         }
+    }
+
+    /// The config in force as YAML, with its load time.
+    fn config_yaml(&self) -> String {
+        let state = self.live.load();
+        let yaml = serde_saphyr::to_string(state.config.as_ref())
+            .unwrap_or_else(|e| format!("# the config could not be shown: {e}\n"));
+        format!(
+            "# effective config, loaded at {}\n{yaml}",
+            humantime::format_rfc3339_seconds(state.loaded_at)
+        )
     }
 
     /// Moves to `phase`.
@@ -104,7 +108,7 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
         "/metrics" => metrics(&state.registry),
         "/config" => with_type(
             StatusCode::OK,
-            state.config_yaml.clone(),
+            state.config_yaml(),
             "application/yaml; charset=utf-8",
         ),
         _ => text(

@@ -37,3 +37,4 @@ pub mod metrics;
 pub mod outbound;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;

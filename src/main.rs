@@ -113,7 +113,7 @@ fn main() -> ExitCode {
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
-    telemetry::init(&config.log.level, config.log.format);
+    let log = telemetry::init(&config.log.level, config.log.format);
     let workers = *config.runtime.worker_threads;
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -127,7 +127,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let shutdown = app::shutdown_signal()?;
-        let app = App::build(config).await?;
+        let app = App::build(config, Some(path.to_owned()), Some(log)).await?;
         app.run(shutdown).await;
         Ok::<_, anyhow::Error>(())
     })?;

@@ -1,13 +1,18 @@
-//! Request metrics, registered on a registry the caller owns (never global).
+//! Metrics, registered on a registry the caller owns (never global), once
+//! per process: config reloads keep counting into the same families.
 //!
 //! Label cardinality stays bounded: direction (2 values), service (the
-//! configured services, plus `unknown` for requests that match no route)
-//! and status code (at most a few dozen in practice). No paths, no ids.
+//! configured services, plus `unknown` for requests that match no route),
+//! status code, fixed reason vocabularies, and caller identities (the
+//! workloads of the mesh, which the mTLS handshake has already proven).
+//! No paths, no hosts or ids a client can invent.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, core::Collector,
+};
 
 use crate::http::Direction;
 
@@ -17,6 +22,48 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
+
+/// Every metric family of the sidecar.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Proxied requests.
+    pub requests: RequestMetrics,
+    /// TLS handshakes and certificates.
+    pub tls: TlsMetrics,
+    /// Authorization decisions.
+    pub authz: AuthzMetrics,
+    /// Config and certificate reloads.
+    pub reloads: ReloadMetrics,
+}
+
+impl Metrics {
+    /// Registers every family on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            requests: RequestMetrics::register(registry)?,
+            tls: TlsMetrics::register(registry)?,
+            authz: AuthzMetrics::register(registry)?,
+            reloads: ReloadMetrics::register(registry)?,
+        })
+    }
+}
+
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    c: C,
+) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
 
 /// Counters and histograms of proxied requests.
 #[derive(Debug, Clone)]
@@ -28,23 +75,23 @@ pub struct RequestMetrics {
 impl RequestMetrics {
     /// Registers the request metrics on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "pilotfish_requests_total",
-                "Requests handled, by direction, destination service and response status.",
-            ),
+        let requests = counter(
+            registry,
+            "pilotfish_requests_total",
+            "Requests handled, by direction, destination service and response status.",
             &["direction", "service", "status"],
         )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "pilotfish_request_duration_seconds",
-                "Time from request received to response headers sent, by direction and service.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["direction", "service"],
+        let duration = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "pilotfish_request_duration_seconds",
+                    "Time from request received to response headers sent, by direction and service.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["direction", "service"],
+            )?,
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
         Ok(Self { requests, duration })
     }
 
@@ -57,5 +104,127 @@ impl RequestMetrics {
         self.duration
             .with_label_values(&[direction, service])
             .observe(took.as_secs_f64());
+    }
+}
+
+/// TLS handshakes and the certificate in force.
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    handshakes: IntCounterVec,
+    failures: IntCounterVec,
+    expiry: Gauge,
+}
+
+impl TlsMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            handshakes: counter(
+                registry,
+                "pilotfish_tls_handshakes_total",
+                "Completed TLS handshakes, by direction and kind (full or resumed).",
+                &["direction", "kind"],
+            )?,
+            failures: counter(
+                registry,
+                "pilotfish_tls_handshake_failures_total",
+                "Failed TLS handshakes and refused peer identities, by direction and reason.",
+                &["direction", "reason"],
+            )?,
+            expiry: register(
+                registry,
+                Gauge::new(
+                    "pilotfish_certificate_expiry_timestamp_seconds",
+                    "When this workload's certificate in force expires (Unix time).",
+                )?,
+            )?,
+        })
+    }
+
+    /// Counts a completed handshake.
+    pub fn handshake(&self, direction: Direction, resumed: bool) {
+        let kind = if resumed { "resumed" } else { "full" };
+        self.handshakes
+            .with_label_values(&[direction.as_str(), kind])
+            .inc();
+    }
+
+    /// Counts a failed one.
+    pub fn failure(&self, direction: Direction, reason: crate::tls::HandshakeFailure) {
+        self.failures
+            .with_label_values(&[direction.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    /// Records the expiry of the certificate in force.
+    pub fn set_expiry(&self, not_after: SystemTime) {
+        let secs = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.expiry.set(secs);
+    }
+}
+
+/// Requests refused by the authorization policy.
+#[derive(Debug, Clone)]
+pub struct AuthzMetrics {
+    denied: IntCounterVec,
+}
+
+impl AuthzMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            denied: counter(
+                registry,
+                "pilotfish_authz_denied_total",
+                "Inbound requests refused by the authorization policy, by caller identity and reason.",
+                &["caller", "reason"],
+            )?,
+        })
+    }
+
+    /// Counts a denied request.
+    pub fn denied(&self, caller: &str, reason: &str) {
+        self.denied.with_label_values(&[caller, reason]).inc();
+    }
+}
+
+/// Config and certificate reloads.
+#[derive(Debug, Clone)]
+pub struct ReloadMetrics {
+    reloads: IntCounterVec,
+    last_config: Gauge,
+}
+
+impl ReloadMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            reloads: counter(
+                registry,
+                "pilotfish_reloads_total",
+                "Reload attempts, by what was reloaded (config or certificates) and result (applied or rejected).",
+                &["kind", "result"],
+            )?,
+            last_config: register(
+                registry,
+                Gauge::new(
+                    "pilotfish_config_loaded_timestamp_seconds",
+                    "When the config in force was loaded (Unix time).",
+                )?,
+            )?,
+        })
+    }
+
+    /// Counts a reload attempt; `kind` is `config` or `certificates`.
+    pub fn reload(&self, kind: &str, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.reloads.with_label_values(&[kind, result]).inc();
+    }
+
+    /// Records when the config in force was loaded.
+    pub fn config_loaded(&self, at: SystemTime) {
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_config.set(secs);
     }
 }

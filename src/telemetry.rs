@@ -1,15 +1,36 @@
-//! Diagnostic logging: `tracing` to stderr, as JSON lines or readable text.
+//! Diagnostic logging: `tracing` to stderr, as JSON lines or readable text,
+//! with a filter that can be changed while running.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
 use crate::config::LogFormat;
 
 /// Environment variable that overrides the configured log filter.
 pub const LOG_ENV: &str = "PILOTFISH_LOG";
 
+/// Changes the log filter of the running process.
+#[derive(Debug, Clone)]
+pub struct LogControl {
+    handle: Option<reload::Handle<EnvFilter, Registry>>,
+}
+
+impl LogControl {
+    /// Puts `filter` (`info`, `info,pilotfish::outbound=debug`) in force.
+    pub fn set_filter(&self, filter: &str) -> Result<(), String> {
+        let filter =
+            EnvFilter::try_new(filter).map_err(|e| format!("bad filter {filter:?}: {e}"))?;
+        match &self.handle {
+            Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
+            None => Err("logging was set up elsewhere; its filter cannot be changed".to_owned()),
+        }
+    }
+}
+
 /// Installs the global subscriber. `level` is a `tracing` filter; the
 /// `PILOTFISH_LOG` environment variable wins over it when set.
-pub fn init(level: &str, format: LogFormat) {
+pub fn init(level: &str, format: LogFormat) -> LogControl {
     let from_env = std::env::var(LOG_ENV).ok().and_then(|env| {
         EnvFilter::try_new(&env)
             .map_err(|e| {
@@ -22,17 +43,25 @@ pub fn init(level: &str, format: LogFormat) {
     let filter = from_env
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true);
-    // A second init (tests, `demo` calling into `run`) keeps the first.
-    let _ = match format {
-        LogFormat::Json => builder
+    let (filter, handle) = reload::Layer::new(filter);
+    let json = (format == LogFormat::Json).then(|| {
+        fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
+    let text = (format == LogFormat::Text)
+        .then(|| fmt::layer().with_ansi(false).with_writer(std::io::stderr));
+    // A second init (tests, `demo` calling into `run`) keeps the first.
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .try_init()
+        .is_ok();
+    LogControl {
+        handle: installed.then_some(handle),
+    }
 }

@@ -14,6 +14,10 @@ use crate::tls::IdentityMismatch;
 /// Header on every response the proxy makes itself; its value is a [`Reason`].
 pub const ERROR_HEADER: &str = "pilotfish-error";
 
+/// On a 403 from the authorization policy: why it refused
+/// ([`crate::inbound::DenyReason`]).
+pub const AUTHZ_HEADER: &str = "pilotfish-authz";
+
 /// Which side of the sidecar produced a response or saw a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -59,6 +63,10 @@ pub enum Reason {
     UpstreamReset,
     /// No response headers within the timeout.
     ResponseTimeout,
+    /// The authorization policy refused the caller.
+    Forbidden,
+    /// A config reload removed this side while the connection was open.
+    NotServing,
 }
 
 impl Reason {
@@ -76,6 +84,8 @@ impl Reason {
             Self::PeerIdentity => "peer-identity",
             Self::UpstreamReset => "upstream-reset",
             Self::ResponseTimeout => "response-timeout",
+            Self::Forbidden => "forbidden",
+            Self::NotServing => "not-serving",
         }
     }
 
@@ -85,9 +95,10 @@ impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::NoRoute | Self::ConnectRefused | Self::ConnectFailed => {
+            Self::NoRoute | Self::ConnectRefused | Self::ConnectFailed | Self::NotServing => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::TlsFailed | Self::PeerIdentity | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
@@ -157,6 +168,21 @@ pub enum ProxyError {
         /// The HTTP client's error.
         source: super::BoxError,
     },
+    /// The authorization policy refused the request.
+    #[error("{caller} may not {method} {path}: {}", reason.as_str())]
+    Forbidden {
+        /// Who called.
+        caller: crate::identity::SpiffeId,
+        /// The method.
+        method: http::Method,
+        /// The (normalized) path.
+        path: String,
+        /// Why.
+        reason: crate::inbound::DenyReason,
+    },
+    /// This side is no longer configured.
+    #[error("this listener is no longer configured")]
+    NotServing,
     /// No response headers in time.
     #[error("{addr} sent no response within {}", humantime::format_duration(*after))]
     ResponseTimeout {
@@ -184,6 +210,8 @@ impl ProxyError {
             Self::Tls { .. } | Self::NotH2 { .. } => Reason::TlsFailed,
             Self::Upstream { .. } => Reason::UpstreamReset,
             Self::ResponseTimeout { .. } => Reason::ResponseTimeout,
+            Self::Forbidden { .. } => Reason::Forbidden,
+            Self::NotServing => Reason::NotServing,
         }
     }
 
@@ -205,6 +233,9 @@ impl ProxyError {
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Self::Forbidden { reason, .. } = self {
+            headers.insert(AUTHZ_HEADER, HeaderValue::from_static(reason.as_str()));
+        }
         response
     }
 }
@@ -253,6 +284,8 @@ mod tests {
             Reason::PeerIdentity,
             Reason::UpstreamReset,
             Reason::ResponseTimeout,
+            Reason::Forbidden,
+            Reason::NotServing,
         ];
         let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), all.len());

@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod h2_client;
 pub mod headers;
+pub mod path;
 pub mod plain_client;
 pub mod server;
 pub mod uri;

@@ -12,7 +12,7 @@ use crate::config::HttpConfig;
 const H2_FIELD_OVERHEAD: usize = 32;
 
 /// Header limits as the servers and clients apply them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderLimits {
     /// Largest header block in bytes.
     pub max_bytes: usize,

@@ -3,32 +3,39 @@
 //! the caller's identity in the `pilotfish-client-id` header:
 //!
 //! ```text
-//! TCP accept -> TLS handshake (client cert required) -> peer identity
-//!   -> request -> to_app_request -> AppClient::send -> app
+//! TCP accept -> Inbound::handshake (client cert required, identity, trust domain)
+//!   -> request -> admit (path normalized, authorization policy) -> to_app_request
+//!   -> PlainClient::send -> app
 //! ```
 
-use std::convert::Infallible;
+mod authz;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
-use http::{Request, Response, Version};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
+use rustls::{HandshakeKind, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-use crate::config::{InboundConfig, UpstreamProtocol};
+pub use self::authz::{Decision, DenyReason, Policy};
+use crate::app::{BuildError, PROXY_ADDED_HEADERS};
+use crate::config::{Config, InboundConfig, UpstreamProtocol};
 use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};
 use crate::http::plain_client::PlainClient;
-use crate::http::server::HeaderLimits;
+use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ProxyError};
 use crate::identity::{ServiceName, SpiffeId};
-use crate::metrics::RequestMetrics;
+use crate::metrics::Metrics;
+use crate::tls::{CredentialStore, Derived, HandshakeFailure, TlsSettings};
 
 /// The calling workload, as proven by its certificate.
 #[derive(Debug)]
@@ -56,86 +63,149 @@ impl Peer {
     }
 }
 
-/// The inbound side: forwards identified mesh requests to the app.
+/// The inbound side: admits identified mesh callers and forwards their
+/// requests to the app.
 #[derive(Debug)]
 pub struct Inbound {
     service: ServiceName,
-    app: PlainClient,
+    trust_domain: String,
+    app: Arc<PlainClient>,
+    app_key: (SocketAddr, Duration, HeaderLimits),
     app_protocol: UpstreamProtocol,
     handshake_timeout: Duration,
     limits: HeaderLimits,
-    metrics: RequestMetrics,
+    policy: Policy,
+    tls: Arc<Derived<ServerConfig>>,
+    tls_key: (usize, TlsSettings),
+    http: Arc<auto::Builder<TokioExecutor>>,
+    metrics: Metrics,
 }
 
 impl Inbound {
-    /// The inbound side for `service`; `limits` already include the
-    /// headroom for the fields other sidecars add.
-    pub fn new(
-        service: ServiceName,
-        config: &InboundConfig,
-        limits: HeaderLimits,
-        metrics: RequestMetrics,
-    ) -> Self {
-        Self {
-            service,
-            app: PlainClient::new(*config.app.get(), config.connect_timeout.0, limits),
-            app_protocol: config.app_protocol,
-            handshake_timeout: config.handshake_timeout.0,
+    /// Builds the inbound side of `config`. The app's connection pool and
+    /// the TLS config carry over from `previous` when their settings did
+    /// not change.
+    pub fn build(
+        config: &Config,
+        inbound: &InboundConfig,
+        creds: &Arc<CredentialStore>,
+        metrics: &Metrics,
+        previous: Option<&Inbound>,
+    ) -> Result<Self, BuildError> {
+        // Room for the fields the calling sidecar added.
+        let limits = HeaderLimits::from_config(&config.http).with_headroom(PROXY_ADDED_HEADERS);
+        let app_key = (*inbound.app.get(), inbound.connect_timeout.0, limits);
+        let app = match previous.filter(|p| p.app_key == app_key) {
+            Some(previous) => previous.app.clone(),
+            None => Arc::new(PlainClient::new(app_key.0, app_key.1, limits)),
+        };
+        let settings = config
+            .tls
+            .as_ref()
+            .map(TlsSettings::from_config)
+            .ok_or_else(|| BuildError::config("`tls:` is required with `inbound:`"))?;
+        // The store's address tells whether it is the same store.
+        let tls_key = (Arc::as_ptr(creds) as usize, settings);
+        let tls = match previous.filter(|p| p.tls_key == tls_key) {
+            Some(previous) => previous.tls.clone(),
+            None => Arc::new(Derived::new(creds.clone(), move |c| {
+                crate::tls::server_config(c, settings)
+            })?),
+        };
+        let policy = Policy::new(
+            inbound.authorization.as_ref(),
+            &config.trust_domain,
+            &config.namespace,
+        )
+        .map_err(BuildError::config)?;
+        Ok(Self {
+            service: config.service.get().clone(),
+            trust_domain: config.trust_domain.to_string(),
+            app,
+            app_key,
+            app_protocol: inbound.app_protocol,
+            handshake_timeout: inbound.handshake_timeout.0,
             limits,
-            metrics,
-        }
+            policy,
+            tls,
+            tls_key,
+            http: Arc::new(server::builder(limits)),
+            metrics: metrics.clone(),
+        })
     }
 
-    /// Runs one accepted connection: TLS handshake, identity, then HTTP
-    /// until the peer or a drain closes it.
-    pub async fn serve_connection(
-        self: Arc<Self>,
+    /// The HTTP server settings for mesh connections.
+    pub fn http(&self) -> &auto::Builder<TokioExecutor> {
+        &self.http
+    }
+
+    /// The TLS handshake of an accepted connection, then the caller's
+    /// identity. `None` (logged and counted) when either fails.
+    pub async fn handshake(
+        &self,
         tcp: TcpStream,
         addr: SocketAddr,
-        tls: TlsAcceptor,
-        http: Arc<auto::Builder<TokioExecutor>>,
-        watch: crate::drain::Watch,
-    ) {
+    ) -> Option<(TlsStream<TcpStream>, Arc<Peer>)> {
         let _ = tcp.set_nodelay(true);
-        let stream = match tokio::time::timeout(self.handshake_timeout, tls.accept(tcp)).await {
+        let acceptor = TlsAcceptor::from(self.tls.get());
+        let failed = |reason: HandshakeFailure, detail: &dyn std::fmt::Display| {
+            self.metrics.tls.failure(Direction::Inbound, reason);
+            info!(peer = %addr, reason = reason.as_str(), "inbound TLS handshake failed: {detail}");
+        };
+        let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await
+        {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                info!(peer = %addr, error = %e, "inbound TLS handshake failed");
-                return;
+                failed(crate::tls::classify_error(&e), &e);
+                return None;
             }
             Err(_) => {
-                info!(peer = %addr, "inbound TLS handshake timed out");
-                return;
+                failed(
+                    HandshakeFailure::Timeout,
+                    &"no handshake within the timeout",
+                );
+                return None;
             }
         };
-        let identity = match crate::tls::peer_identity(stream.get_ref().1) {
+        let conn = stream.get_ref().1;
+        let identity = match crate::tls::peer_identity(conn) {
             Ok(identity) => identity,
             Err(why) => {
+                self.metrics
+                    .tls
+                    .failure(Direction::Inbound, HandshakeFailure::NoSpiffeId);
                 warn!(peer = %addr, "refused inbound connection: {why}");
-                return;
+                return None;
             }
         };
-        debug!(peer = %addr, %identity, "inbound connection");
-        let peer = Arc::new(Peer::new(addr, identity));
-        let service = service_fn(move |req| {
-            let inbound = self.clone();
-            let peer = peer.clone();
-            async move { Ok::<_, Infallible>(inbound.handle(req, &peer).await) }
-        });
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        if let Err(e) = watch.serve(connection).await {
-            debug!(peer = %addr, error = %e, "inbound connection ended with an error");
+        if identity.trust_domain() != self.trust_domain {
+            self.metrics
+                .tls
+                .failure(Direction::Inbound, HandshakeFailure::ForeignTrustDomain);
+            warn!(
+                peer = %addr,
+                %identity,
+                "refused inbound connection: the caller is in trust domain {:?}, not {:?}",
+                identity.trust_domain(),
+                self.trust_domain
+            );
+            return None;
         }
+        let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+        self.metrics.tls.handshake(Direction::Inbound, resumed);
+        debug!(peer = %addr, %identity, resumed, "inbound connection");
+        Some((stream, Arc::new(Peer::new(addr, identity))))
     }
 
     /// Handles one request from the mesh. Never fails: proxy errors become
     /// responses with the `pilotfish-error` header.
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let start = Instant::now();
-        let result = match self.to_app_request(req, peer) {
-            Ok((req, version)) => self.app.send(req, version).await.map(to_response),
+        let result = match self.admit(req, peer) {
+            Ok(req) => match self.to_app_request(req, peer) {
+                Ok((req, version)) => self.app.send(req, version).await.map(to_response),
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         };
         let response = match result {
@@ -151,13 +221,43 @@ impl Inbound {
                 err.to_response(Direction::Inbound)
             }
         };
-        self.metrics.record(
+        self.metrics.requests.record(
             Direction::Inbound,
             self.service.as_str(),
             response.status(),
             start.elapsed(),
         );
         response
+    }
+
+    /// Normalizes the path and asks the authorization policy; a denied
+    /// request is logged, counted, and answered with 403.
+    fn admit(&self, req: Request<Incoming>, peer: &Peer) -> Result<Request<Incoming>, ProxyError> {
+        let req = normalize_path(req)?;
+        match self
+            .policy
+            .decide(&peer.identity, req.method(), req.uri().path())
+        {
+            Decision::Allow(_) => Ok(req),
+            Decision::Deny(reason) => {
+                self.metrics
+                    .authz
+                    .denied(peer.identity.as_str(), reason.as_str());
+                info!(
+                    caller = %peer.identity,
+                    method = %req.method(),
+                    path = req.uri().path(),
+                    reason = reason.as_str(),
+                    "request denied by the authorization policy"
+                );
+                Err(ProxyError::Forbidden {
+                    caller: peer.identity.clone(),
+                    method: req.method().clone(),
+                    path: req.uri().path().to_owned(),
+                    reason,
+                })
+            }
+        }
     }
 
     /// Rewrites a mesh request for the app: the caller's identity (never a
@@ -190,4 +290,23 @@ fn to_response(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::Incoming(body))
+}
+
+/// Puts the request's path in normal form (dot segments removed, needless
+/// escapes decoded), so the policy and the app judge the same path.
+fn normalize_path(req: Request<Incoming>) -> Result<Request<Incoming>, ProxyError> {
+    let normal = match crate::http::path::normalize(req.uri().path()) {
+        std::borrow::Cow::Borrowed(_) => return Ok(req),
+        std::borrow::Cow::Owned(normal) => normal,
+    };
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query =
+        Some(PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::NoAuthority)?);
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoAuthority)?;
+    Ok(Request::from_parts(parts, body))
 }

@@ -17,16 +17,14 @@ use crate::http::plain_client::PlainClient;
 use crate::http::server::HeaderLimits;
 use crate::http::{Body, ProxyError};
 use crate::identity::{ServiceName, SpiffeId};
-use crate::tls::{self, Credentials};
+use crate::metrics::TlsMetrics;
+use crate::tls::{self, CredentialStore, Derived, TlsSettings};
 
 /// The endpoints of a destination, by transport.
 #[derive(Debug)]
 enum Endpoints {
-    /// Pilotfish sidecars proving `identity`.
-    Mesh {
-        identity: SpiffeId,
-        endpoints: Vec<MeshEndpoint>,
-    },
+    /// Pilotfish sidecars proving the destination's identity.
+    Mesh { endpoints: Vec<MeshEndpoint> },
     /// Plain HTTP servers outside the mesh.
     Plain {
         protocol: UpstreamProtocol,
@@ -34,10 +32,29 @@ enum Endpoints {
     },
 }
 
+/// Everything a destination is built from: when a config reload leaves
+/// it equal, the destination (its connections, and later its breaker and
+/// limiter state) carries over unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationKey {
+    /// The service name.
+    pub name: ServiceName,
+    /// Its config section.
+    pub config: DestinationConfig,
+    /// The identity its endpoints must prove.
+    pub identity: SpiffeId,
+    /// Its namespace.
+    pub namespace: String,
+    /// Header limits.
+    pub limits: HeaderLimits,
+    /// TLS settings.
+    pub tls: Option<TlsSettings>,
+}
+
 /// One destination service and its endpoints.
 #[derive(Debug)]
 pub struct Destination {
-    name: ServiceName,
+    key: DestinationKey,
     endpoints: Endpoints,
     /// Round-robin cursor.
     next: AtomicUsize,
@@ -45,70 +62,71 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// Builds a destination; mesh endpoints must prove `identity`.
+    /// Builds a destination; mesh endpoints must prove `key.identity`
+    /// with certificates from `creds`.
     pub fn new(
-        name: ServiceName,
-        config: &DestinationConfig,
-        identity: SpiffeId,
-        namespace: &str,
-        creds: Option<&Credentials>,
-        limits: HeaderLimits,
+        key: DestinationKey,
+        creds: Option<&Arc<CredentialStore>>,
+        metrics: &TlsMetrics,
     ) -> Result<Self, BuildError> {
+        let name = &key.name;
+        let config = &key.config;
         if config.endpoints.is_empty() {
             return Err(BuildError::Config(format!(
                 "service {name} has no endpoints"
             )));
         }
         let addrs = config.endpoints.iter().map(|addr| *addr.get());
-        let endpoints = match *config.transport {
-            Transport::Mtls => {
-                let sni = format!("{name}.{namespace}.svc.cluster.local");
+        let endpoints = match (*config.transport, creds, key.tls) {
+            (Transport::Mtls, Some(creds), Some(settings)) => {
+                let sni = format!("{name}.{}.svc.cluster.local", key.namespace);
                 let server_name = ServerName::try_from(sni)
                     .map_err(|e| BuildError::Config(format!("server name for {name}: {e}")))?;
+                let identity = key.identity.clone();
+                let tls = Derived::new(creds.clone(), move |c| {
+                    tls::client_config(c, identity.clone(), settings)
+                })?;
                 let settings = Arc::new(EndpointSettings {
-                    tls: tls::client_config(
-                        creds.ok_or_else(|| {
-                            BuildError::Config(format!("service {name} needs `tls:` for mTLS"))
-                        })?,
-                        identity.clone(),
-                    )?,
+                    tls,
                     server_name,
                     connect_timeout: config.connect_timeout.0,
-                    limits,
+                    limits: key.limits,
+                    metrics: metrics.clone(),
                 });
                 Endpoints::Mesh {
-                    identity,
                     endpoints: addrs
                         .map(|addr| MeshEndpoint::new(addr, settings.clone()))
                         .collect(),
                 }
             }
-            Transport::Plaintext => Endpoints::Plain {
+            (Transport::Mtls, _, _) => {
+                return Err(BuildError::Config(format!(
+                    "service {name} needs `tls:` for mTLS"
+                )));
+            }
+            (Transport::Plaintext, _, _) => Endpoints::Plain {
                 protocol: *config.protocol,
                 endpoints: addrs
-                    .map(|addr| PlainClient::new(addr, config.connect_timeout.0, limits))
+                    .map(|addr| PlainClient::new(addr, config.connect_timeout.0, key.limits))
                     .collect(),
             },
         };
         Ok(Self {
-            name,
+            timeout: config.timeout.0,
+            key,
             endpoints,
             next: AtomicUsize::new(0),
-            timeout: config.timeout.0,
         })
+    }
+
+    /// What it was built from.
+    pub fn key(&self) -> &DestinationKey {
+        &self.key
     }
 
     /// The service name.
     pub fn name(&self) -> &ServiceName {
-        &self.name
-    }
-
-    /// The identity its endpoints must prove (`None` outside the mesh).
-    pub fn identity(&self) -> Option<&SpiffeId> {
-        match &self.endpoints {
-            Endpoints::Mesh { identity, .. } => Some(identity),
-            Endpoints::Plain { .. } => None,
-        }
+        &self.key.name
     }
 
     /// Sends a request to one of the endpoints (round robin) and waits for

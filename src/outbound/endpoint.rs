@@ -11,8 +11,8 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, HandshakeKind};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::info;
@@ -20,19 +20,24 @@ use tracing::info;
 use crate::http::h2_client::{self, H2Connection};
 use crate::http::headers::{ORIG_PROTO, ORIG_PROTO_HTTP1};
 use crate::http::server::HeaderLimits;
-use crate::http::{Body, ProxyError, uri};
+use crate::http::{Body, Direction, ProxyError, uri};
+use crate::metrics::TlsMetrics;
+use crate::tls::Derived;
 
 /// How to reach the endpoints of one destination.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct EndpointSettings {
-    /// TLS client config that verifies the destination's identity.
-    pub tls: Arc<ClientConfig>,
+    /// TLS client config that verifies the destination's identity, rebuilt
+    /// when the credentials rotate.
+    pub tls: Derived<ClientConfig>,
     /// SNI sent in the handshake.
     pub server_name: ServerName<'static>,
     /// Bound on TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
     /// Header limits for responses coming back.
     pub limits: HeaderLimits,
+    /// Handshake counters.
+    pub metrics: TlsMetrics,
 }
 
 /// A peer sidecar and the shared connection to it.
@@ -83,10 +88,16 @@ impl MeshEndpoint {
                 .map_err(|source| ProxyError::Connect { addr, source })?;
             // Small request/response frames must not wait for Nagle.
             let _ = tcp.set_nodelay(true);
-            let tls = TlsConnector::from(settings.tls.clone())
+            let tls = TlsConnector::from(settings.tls.get())
                 .connect(settings.server_name.clone(), tcp)
                 .await
-                .map_err(|source| ProxyError::Tls { addr, source })?;
+                .map_err(|source| {
+                    let reason = crate::tls::classify_error(&source);
+                    settings.metrics.failure(Direction::Outbound, reason);
+                    ProxyError::Tls { addr, source }
+                })?;
+            let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+            settings.metrics.handshake(Direction::Outbound, resumed);
             if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
                 return Err(ProxyError::NotH2 { addr });
             }

@@ -13,22 +13,26 @@ pub mod destination;
 pub mod endpoint;
 pub mod route;
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tracing::info;
 
-use self::destination::Destination;
+use self::destination::{Destination, DestinationKey};
 use self::route::{RouteTable, Target};
-use crate::app::BuildError;
+use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, OutboundConfig};
 use crate::http::headers::{self, ORIG_PROTO};
-use crate::http::server::HeaderLimits;
+use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ProxyError};
 use crate::identity::ServiceName;
-use crate::metrics::RequestMetrics;
-use crate::tls::Credentials;
+use crate::metrics::{Metrics, RequestMetrics};
+use crate::tls::{CredentialStore, TlsSettings};
 
 /// Metric label for requests that matched no destination.
 const UNKNOWN_SERVICE: &str = "unknown";
@@ -37,37 +41,68 @@ const UNKNOWN_SERVICE: &str = "unknown";
 #[derive(Debug)]
 pub struct Outbound {
     routes: RouteTable,
-    destinations: Vec<Destination>,
+    destinations: Vec<Arc<Destination>>,
     limits: HeaderLimits,
     metrics: RequestMetrics,
+    http: Arc<auto::Builder<TokioExecutor>>,
 }
 
 impl Outbound {
-    /// Builds the outbound side of `config`.
-    pub fn new(
+    /// Builds the outbound side of `config`. Destinations that `previous`
+    /// already has, built from the same settings, are kept as they are,
+    /// with their connections.
+    pub fn build(
         config: &Config,
         outbound: &OutboundConfig,
-        creds: Option<&Credentials>,
-        limits: HeaderLimits,
-        metrics: RequestMetrics,
+        creds: Option<&Arc<CredentialStore>>,
+        metrics: &Metrics,
+        previous: Option<&Outbound>,
     ) -> Result<Self, BuildError> {
-        let destinations = outbound
-            .services
-            .iter()
-            .map(|(name, dst)| {
-                let service = ServiceName::new(name).map_err(BuildError::config)?;
-                let identity = crate::config::expected_identity(config, name, dst)
-                    .map_err(BuildError::config)?;
-                let namespace = dst.namespace.as_deref().unwrap_or(&config.namespace);
-                Destination::new(service, dst, identity, namespace, creds, limits)
-            })
-            .collect::<Result<_, _>>()?;
+        let server_limits = HeaderLimits::from_config(&config.http);
+        // Room for the fields the far sidecar adds, so it never refuses
+        // what this one admitted.
+        let limits = server_limits.with_headroom(PROXY_ADDED_HEADERS);
+        let tls = config.tls.as_ref().map(TlsSettings::from_config);
+        let mut destinations = Vec::with_capacity(outbound.services.len());
+        for (name, dst) in &outbound.services {
+            let key = DestinationKey {
+                name: ServiceName::new(name).map_err(BuildError::config)?,
+                config: dst.get().clone(),
+                identity: crate::config::expected_identity(config, name, dst)
+                    .map_err(BuildError::config)?,
+                namespace: dst
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| config.namespace.to_string()),
+                limits,
+                tls,
+            };
+            let kept = previous
+                .and_then(|p| p.destinations.iter().find(|d| *d.key() == key))
+                .cloned();
+            let destination = match kept {
+                Some(destination) => destination,
+                None => Arc::new(Destination::new(key, creds, &metrics.tls)?),
+            };
+            destinations.push(destination);
+        }
         Ok(Self {
             routes: RouteTable::build(outbound, &config.namespace),
             destinations,
             limits,
-            metrics,
+            metrics: metrics.requests.clone(),
+            http: Arc::new(server::builder(server_limits)),
         })
+    }
+
+    /// The HTTP server settings for the app's connections.
+    pub fn http(&self) -> &auto::Builder<TokioExecutor> {
+        &self.http
+    }
+
+    /// The destinations, in name order.
+    pub fn destinations(&self) -> &[Arc<Destination>] {
+        &self.destinations
     }
 
     /// Handles one request from the app. Never fails: proxy errors become

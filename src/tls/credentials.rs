@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::TlsFiles;
+use crate::config::TlsConfig;
 use crate::identity::SpiffeId;
 
 /// Which of the three files a problem is in.
@@ -159,15 +159,22 @@ pub struct Credentials {
     pub roots: Arc<RootCertStore>,
     /// Facts about our leaf certificate.
     pub leaf: LeafInfo,
+    /// A digest of the three files' bytes, to tell a real change from a
+    /// file event that rewrote the same contents.
+    pub digest: u64,
 }
 
 impl Credentials {
     /// Loads and checks the three files: PEM syntax, the key matches the
     /// certificate, the certificate carries a SPIFFE id and is valid at `now`.
-    pub fn load(files: &TlsFiles, now: SystemTime) -> Result<Self, CredentialError> {
-        let roots = load_roots(files.ca.get())?;
-        let chain = load_chain(files.cert.get())?;
-        let key = load_key(files.key.get())?;
+    pub fn load(files: &TlsConfig, now: SystemTime) -> Result<Self, CredentialError> {
+        let ca_bytes = read(TlsFile::Ca, files.ca.get())?;
+        let cert_bytes = read(TlsFile::Cert, files.cert.get())?;
+        let key_bytes = read(TlsFile::Key, files.key.get())?;
+        let digest = digest_of(&ca_bytes, &cert_bytes, &key_bytes);
+        let roots = load_roots(files.ca.get(), &ca_bytes)?;
+        let chain = load_certs(TlsFile::Cert, files.cert.get(), &cert_bytes)?;
+        let key = load_key(files.key.get(), &key_bytes)?;
         let cert_path = files.cert.get();
 
         let leaf = leaf_info(&chain[0]).map_err(|what| CredentialError::Pem {
@@ -216,8 +223,26 @@ impl Credentials {
             certified_key: Arc::new(certified_key),
             roots: Arc::new(roots),
             leaf,
+            digest,
         })
     }
+}
+
+/// The digest of the three files as they are now, cheaper than a load: to
+/// tell whether anything changed since the credentials in force were read.
+pub fn digest_files(files: &TlsConfig) -> Result<u64, CredentialError> {
+    Ok(digest_of(
+        &read(TlsFile::Ca, files.ca.get())?,
+        &read(TlsFile::Cert, files.cert.get())?,
+        &read(TlsFile::Key, files.key.get())?,
+    ))
+}
+
+fn digest_of(ca: &[u8], cert: &[u8], key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (ca, cert, key).hash(&mut hasher);
+    hasher.finish()
 }
 
 fn read(file: TlsFile, path: &Path) -> Result<Vec<u8>, CredentialError> {
@@ -236,9 +261,12 @@ fn pem_error(file: TlsFile, path: &Path, what: impl Into<String>) -> CredentialE
     }
 }
 
-fn load_certs(file: TlsFile, path: &Path) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
-    let bytes = read(file, path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+fn load_certs(
+    file: TlsFile,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(file, path, format!("bad PEM: {e}")))?;
     if certs.is_empty() {
@@ -251,8 +279,10 @@ fn load_certs(file: TlsFile, path: &Path) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, CredentialError> {
-    let certs = load_certs(TlsFile::Ca, path)?;
+/// A CA bundle: one or more CA certificates (several while a trust anchor
+/// is being rotated).
+fn load_roots(path: &Path, bytes: &[u8]) -> Result<RootCertStore, CredentialError> {
+    let certs = load_certs(TlsFile::Ca, path, bytes)?;
     let mut roots = RootCertStore::empty();
     for (i, cert) in certs.into_iter().enumerate() {
         roots.add(cert).map_err(|e| {
@@ -266,13 +296,8 @@ fn load_roots(path: &Path) -> Result<RootCertStore, CredentialError> {
     Ok(roots)
 }
 
-fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
-    load_certs(TlsFile::Cert, path)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
-    let bytes = read(TlsFile::Key, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+fn load_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, CredentialError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| {
         let what = match e {
             rustls::pki_types::pem::Error::NoItemsFound => {
                 "no private key found (expected -----BEGIN PRIVATE KEY-----)".to_owned()

@@ -1,8 +1,10 @@
 //! mTLS for the mesh link: rustls configs for the inbound server (client
 //! certificate required) and the outbound client (SPIFFE id verified),
-//! TLS 1.3 only, aws-lc-rs crypto.
+//! TLS 1.3 by default, aws-lc-rs crypto, and the live credential store.
 
 mod credentials;
+mod handshake;
+mod store;
 mod verify;
 
 use std::sync::{Arc, OnceLock};
@@ -14,9 +16,12 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
-pub use credentials::{CredentialError, Credentials, LeafInfo, TlsFile, leaf_info};
+pub use credentials::{CredentialError, Credentials, LeafInfo, TlsFile, digest_files, leaf_info};
+pub use handshake::{HandshakeFailure, classify_error};
+pub use store::{CredentialStore, Derived};
 pub use verify::{IdentityMismatch, SpiffeServerVerifier};
 
+use crate::config::{TlsConfig, TlsVersion};
 use crate::identity::SpiffeId;
 
 /// ALPN id of HTTP/2: the mesh link always speaks it.
@@ -33,29 +38,64 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The inbound server config: TLS 1.3, a client certificate chaining to the
-/// mesh CA is required, ALPN h2 then http/1.1.
-pub fn server_config(creds: &Credentials) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// TLS settings from the config that shape the rustls configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Lowest protocol version.
+    pub min_version: TlsVersion,
+}
+
+impl TlsSettings {
+    /// The settings of a `tls:` section.
+    pub fn from_config(tls: &TlsConfig) -> Self {
+        Self {
+            min_version: *tls.min_version,
+        }
+    }
+
+    /// The versions to enable. rustls offers TLS 1.2 only with ECDHE key
+    /// exchange and AEAD ciphers, so enabling it adds no weak suites.
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        static TLS13_AND_12: [&rustls::SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        match self.min_version {
+            TlsVersion::Tls13 => &TLS13_ONLY,
+            TlsVersion::Tls12 => &TLS13_AND_12,
+        }
+    }
+}
+
+/// The inbound server config: a client certificate chaining to the mesh CA
+/// is required, ALPN h2 then http/1.1, stateless session tickets (their key
+/// is new with every config, so credentials changes end old sessions).
+pub fn server_config(
+    creds: &Credentials,
+    settings: TlsSettings,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let verifier = WebPkiClientVerifier::builder_with_provider(creds.roots.clone(), provider())
         .build()
         .map_err(|e| rustls::Error::General(format!("client verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(settings.versions())?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(OwnCert(creds.certified_key.clone())));
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(Arc::new(config))
 }
 
-/// The outbound client config for one destination: TLS 1.3, presents our
-/// certificate, requires the server to prove `expected`, ALPN h2.
+/// The outbound client config for one destination: presents our
+/// certificate, requires the server to prove `expected`, ALPN h2, and
+/// keeps session tickets so a reconnect to the same peer resumes.
 pub fn client_config(
     creds: &Credentials,
     expected: SpiffeId,
+    settings: TlsSettings,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     let verifier = SpiffeServerVerifier::new(creds.roots.clone(), expected);
     let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(settings.versions())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(OwnCert(creds.certified_key.clone())));

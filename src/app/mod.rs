@@ -1,0 +1,168 @@
+//! Start-up and shutdown, in the order they happen: build the state from
+//! the config (certificates, both directions), bind *every* listener (a
+//! port in use stops start-up before anything serves), serve, reload on
+//! file changes and SIGHUP, and on the shutdown signal fail readiness, stop
+//! accepting, and drain in-flight requests.
+
+mod listeners;
+mod reload;
+mod serve;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus::Registry;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::{info, warn};
+
+pub use self::listeners::Role;
+use self::listeners::{Context, Listeners, Prepared};
+use self::reload::Reloader;
+pub use self::state::{Live, ProxyState};
+use crate::admin::{AdminState, Phase};
+use crate::config::Config;
+use crate::drain;
+use crate::metrics::Metrics;
+use crate::telemetry::LogControl;
+use crate::tls::CredentialError;
+
+/// Header fields a sidecar may add on the way to the app (identity,
+/// forwarding trail, original protocol), allowed on top of the limits.
+pub const PROXY_ADDED_HEADERS: usize = 4;
+
+/// Why the sidecar could not start, or a config could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The config is inconsistent in a way validation did not catch.
+    #[error("config: {0}")]
+    Config(String),
+    /// The certificate files cannot be used.
+    #[error("certificates: {0}")]
+    Credentials(#[from] CredentialError),
+    /// rustls refused the TLS settings.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for {name}: {source}")]
+    Bind {
+        /// Which listener.
+        name: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl BuildError {
+    /// A config problem, from any displayable error.
+    pub fn config(err: impl std::fmt::Display) -> Self {
+        Self::Config(err.to_string())
+    }
+}
+
+/// A sidecar with every listener bound, ready to serve.
+pub struct App {
+    live: Live,
+    metrics: Metrics,
+    admin: Arc<AdminState>,
+    prepared: Prepared,
+    config_path: Option<PathBuf>,
+    log: Option<LogControl>,
+    hangup: Option<Signal>,
+}
+
+impl App {
+    /// Builds the state of `config` and binds every listener.
+    /// `config_path` is watched for changes (none: no config reloads);
+    /// `log` lets a reload change the log filter.
+    pub async fn build(
+        config: Config,
+        config_path: Option<PathBuf>,
+        log: Option<LogControl>,
+    ) -> Result<Self, BuildError> {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry)?;
+        let state = ProxyState::build(config, &metrics, None)?;
+        if let Some(store) = &state.creds {
+            reload::log_certificate("certificates loaded", &store.current());
+        }
+        metrics.reloads.config_loaded(state.loaded_at);
+        let prepared = Listeners::default().prepare(&state.config).await?;
+        let live = Live::new(state);
+        let admin = Arc::new(AdminState::new(live.clone(), registry));
+        // Installed now, so a SIGHUP right after start-up reloads instead
+        // of killing the process.
+        let hangup = signal(SignalKind::hangup()).ok();
+        Ok(Self {
+            live,
+            metrics,
+            admin,
+            prepared,
+            config_path,
+            log,
+            hangup,
+        })
+    }
+
+    /// Serves until `shutdown` completes, then drains: readiness fails,
+    /// listeners close (new connections are refused), open connections
+    /// finish their requests, bounded by the drain timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (drain, watch) = drain::channel();
+        let ctx = Context {
+            live: self.live.clone(),
+            admin: self.admin.clone(),
+            watch,
+        };
+        let mut listeners = Listeners::default();
+        listeners.commit(self.prepared, &ctx);
+        self.admin.set_phase(Phase::Ready);
+        info!("ready");
+
+        let mut reloader = Reloader::new(self.config_path, self.metrics, self.log);
+        reloader
+            .run(&mut listeners, &ctx, self.hangup, shutdown)
+            .await;
+
+        // The admin port keeps answering (/ready says "draining") until exit.
+        self.admin.set_phase(Phase::Draining);
+        listeners.stop(&[Role::Inbound, Role::Outbound]).await;
+        drop(ctx); // with the accept loops, every watch but the connections'
+        let drain_timeout = self.live.load().config.shutdown.drain_timeout.0;
+        let open = drain.open();
+        info!(
+            connections = open,
+            timeout = %humantime::format_duration(drain_timeout),
+            "draining"
+        );
+        match tokio::time::timeout(drain_timeout, drain.drain()).await {
+            Ok(()) => info!("drained; exiting"),
+            Err(_) => warn!(
+                connections_at_start = open,
+                "drain timeout reached; closing the remaining connections"
+            ),
+        }
+        listeners.stop(&[Role::Admin]).await;
+    }
+}
+
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers at once, so that a
+/// signal arriving right after start-up drains instead of killing the
+/// process, and returns a future that completes on the first of them.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+    })
+}

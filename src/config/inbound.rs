@@ -1,0 +1,94 @@
+//! `inbound:` mesh -> app, and who may call the app.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{HumanDuration, Located, UpstreamProtocol};
+
+/// Mesh -> app: terminate mTLS, identify the caller, forward to the app.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// mTLS listener for other sidecars (default `0.0.0.0:15006`).
+    #[serde(default = "super::defaults::inbound_listen")]
+    pub listen: Located<SocketAddr>,
+    /// Where the app listens for plain HTTP, normally on loopback.
+    pub app: Located<SocketAddr>,
+    /// HTTP version spoken to the app: `auto` (the version the calling app
+    /// used), `http1` or `http2` (h2c with prior knowledge). Default `auto`.
+    #[serde(default)]
+    pub app_protocol: UpstreamProtocol,
+    /// Longest wait for a TCP connection to the app (default 1s).
+    #[serde(default = "super::defaults::app_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Longest wait for a TLS handshake from a peer (default 10s).
+    #[serde(default = "super::defaults::handshake_timeout")]
+    pub handshake_timeout: HumanDuration,
+    /// Who may call the app. Absent: any identity of the trust domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationConfig>,
+}
+
+/// Who may call the app, for which paths and methods.
+///
+/// Absent, every identity of the trust domain is admitted (as `default:
+/// allow-mesh` with no rules); `pilotfish check` warns about that.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    /// What happens to a request no rule allows: `deny` (default) or
+    /// `allow-mesh` (admit any identity of this trust domain).
+    #[serde(default)]
+    pub default: Located<DefaultPolicy>,
+    /// Rules that allow requests; the first that matches wins.
+    #[serde(default)]
+    pub rules: Vec<Located<AuthorizationRule>>,
+}
+
+/// The decision for requests no rule allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefaultPolicy {
+    /// Refuse with 403.
+    #[default]
+    Deny,
+    /// Admit any identity of this sidecar's trust domain.
+    AllowMesh,
+}
+
+/// One allow rule: callers, and optionally paths and methods.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationRule {
+    /// A name for logs, metrics and the 403 reason (default `rule-N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Callers this rule admits (at least one).
+    pub from: Vec<Located<CallerPattern>>,
+    /// Paths: exact (`/health`) or prefix (`/users/*` matches every path
+    /// under `/users/`). Default: every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<Located<String>>,
+    /// Methods (`GET`, `POST`, ...). Default: every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<Located<String>>,
+}
+
+/// A set of caller identities. `*` in a value matches any characters
+/// except `/`. `service` alone means a service of this sidecar's namespace;
+/// `namespace` alone, any service in that namespace; `id`, a whole SPIFFE
+/// id (`spiffe://cluster.local/ns/*/sa/gateway`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerPattern {
+    /// Service (account) name pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Namespace pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Whole SPIFFE id pattern; not combined with the two above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
