@@ -114,6 +114,9 @@ fn main() -> ExitCode {
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let log = telemetry::init(&config.log.level, config.log.format);
+    for warning in config::warnings(&config, path) {
+        tracing::warn!("{warning}");
+    }
     let workers = *config.runtime.worker_threads;
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -137,11 +140,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
-    let errors = config::check_files(files);
-    for error in &errors {
-        println!("{error}");
+    let report = config::check_files(files);
+    for problem in report.errors.iter().chain(&report.warnings) {
+        println!("{problem}");
     }
-    if errors.is_empty() {
+    if report.errors.is_empty() {
         for file in files {
             println!("{}: ok", file.display());
         }

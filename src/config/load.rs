@@ -105,12 +105,27 @@ fn parse_yaml(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     })
 }
 
-/// Checks each file as `pilotfish check` does; returns the errors of all.
-pub fn check_files(paths: &[PathBuf]) -> Vec<ConfigError> {
-    paths
-        .iter()
-        .flat_map(|path| load(path).err().map(|e| e.0).unwrap_or_default())
-        .collect()
+/// What `pilotfish check` found in a set of files.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// Problems that stop the sidecar.
+    pub errors: Vec<ConfigError>,
+    /// Valid, but probably not meant (messages start with `warning:`).
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Checks each file as `pilotfish check` does.
+pub fn check_files(paths: &[PathBuf]) -> CheckReport {
+    let mut report = CheckReport::default();
+    for path in paths {
+        match load(path) {
+            Ok(config) => report
+                .warnings
+                .extend(super::validate::warnings(&config, path)),
+            Err(errors) => report.errors.extend(errors.0),
+        }
+    }
+    report
 }
 
 /// Makes relative certificate paths relative to the config file's folder,

@@ -21,10 +21,10 @@ use crate::identity::{ServiceName, SpiffeId};
 pub use inbound::{
     AuthorizationConfig, AuthorizationRule, CallerPattern, DefaultPolicy, InboundConfig,
 };
-pub use load::{ConfigError, ConfigErrors, check_files, load, parse_str};
+pub use load::{CheckReport, ConfigError, ConfigErrors, check_files, load, parse_str};
 pub use outbound::{DestinationConfig, OutboundConfig, RouteConfig, Transport, UpstreamProtocol};
 pub use tls::{TlsConfig, TlsVersion};
-pub use validate::expected_identity;
+pub use validate::{expected_identity, warnings};
 pub use values::{ByteSize, HumanDuration, Located, Position};
 
 /// The whole config file.
@@ -49,7 +49,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Mesh -> app. Absent: this sidecar accepts no mesh traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inbound: Option<InboundConfig>,
+    pub inbound: Option<Located<InboundConfig>>,
     /// App -> mesh. Absent: the app cannot call other services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundConfig>,

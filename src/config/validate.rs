@@ -54,11 +54,25 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
         );
     }
     check_listeners(config, r);
+    if let Some(inbound) = &config.inbound {
+        if let Some(authz) = &inbound.authorization {
+            check_authorization(authz, r);
+        }
+    }
     if let Some(outbound) = &config.outbound {
         check_services(config, outbound, r);
         check_routes(outbound, r);
     }
     check_limits(config, r);
+    if let Some(tls) = &config.tls {
+        let share = *tls.expiry_warning.get();
+        if !(0.0..=1.0).contains(&share) {
+            r.error(
+                tls.expiry_warning.position(),
+                format!("tls.expiry_warning {share} must be a share of the lifetime, from 0 to 1"),
+            );
+        }
+    }
     let level = &config.log.level;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(level.as_str()) {
         r.error(
@@ -99,6 +113,80 @@ pub(super) fn validate_files(config: &Config, file: &Path) -> Vec<ConfigError> {
                 TlsFile::Key => tls.key.position(),
             };
             report.error(position, e.to_string());
+        }
+    }
+    report.errors
+}
+
+fn check_authorization(authz: &super::AuthorizationConfig, r: &mut Report<'_>) {
+    use crate::inbound::{check_caller, check_method, check_path};
+    for rule in &authz.rules {
+        if rule.from.is_empty() {
+            r.error(
+                rule.position(),
+                "an authorization rule needs at least one caller in `from`",
+            );
+        }
+        for caller in &rule.from {
+            if let Err(e) = check_caller(caller) {
+                r.error(caller.position(), e);
+            }
+        }
+        for path in &rule.paths {
+            if let Err(e) = check_path(path) {
+                r.error(path.position(), e);
+            }
+        }
+        for method in &rule.methods {
+            if let Err(e) = check_method(method) {
+                r.error(method.position(), e);
+            }
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for rule in &authz.rules {
+        if let Some(name) = &rule.name {
+            if !names.insert(name.as_str()) {
+                r.error(
+                    rule.position(),
+                    format!("two authorization rules are named {name:?}"),
+                );
+            }
+        }
+    }
+}
+
+/// Things that are valid but probably not what the operator wants.
+pub fn warnings(config: &Config, file: &Path) -> Vec<ConfigError> {
+    let mut report = Report {
+        file,
+        errors: Vec::new(),
+    };
+    if let Some(inbound) = &config.inbound {
+        let admits_all = match &inbound.authorization {
+            None => true,
+            Some(authz) => {
+                *authz.default == super::DefaultPolicy::AllowMesh && authz.rules.is_empty()
+            }
+        };
+        if admits_all {
+            report.error(
+                inbound.position(),
+                "warning: inbound admits every identity of the trust domain to every path \
+                 (no authorization rules, default allow-mesh); add inbound.authorization",
+            );
+        }
+    }
+    if config
+        .tls
+        .as_ref()
+        .is_some_and(|t| *t.min_version == super::TlsVersion::Tls12)
+    {
+        if let Some(tls) = &config.tls {
+            report.error(
+                tls.min_version.position(),
+                "warning: TLS 1.2 is enabled; every Pilotfish peer speaks TLS 1.3",
+            );
         }
     }
     report.errors

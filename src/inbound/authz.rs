@@ -114,10 +114,7 @@ impl Policy {
                 let methods = rule
                     .methods
                     .iter()
-                    .map(|m| {
-                        Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                            .map_err(|_| format!("{name}: {:?} is not an HTTP method", m.get()))
-                    })
+                    .map(|m| compile_method(m).map_err(|e| format!("{name}: {e}")))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Rule {
                     name,
@@ -199,6 +196,29 @@ impl PathMatch {
             Self::Any => true,
         }
     }
+}
+
+/// Checks one `from` entry (also used by config validation).
+pub fn check_caller(pattern: &CallerPattern) -> Result<(), String> {
+    compile_caller(pattern, "default").map(drop)
+}
+
+/// Checks one `paths` entry (also used by config validation).
+pub fn check_path(path: &str) -> Result<(), String> {
+    compile_path(path).map(drop)
+}
+
+/// Checks one `methods` entry (also used by config validation).
+pub fn check_method(method: &str) -> Result<(), String> {
+    compile_method(method).map(drop)
+}
+
+fn compile_method(method: &str) -> Result<Method, String> {
+    let upper = method.to_ascii_uppercase();
+    if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+        return Err(format!("{method:?} is not an HTTP method"));
+    }
+    Method::from_bytes(upper.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))
 }
 
 fn compile_caller(pattern: &CallerPattern, own_namespace: &str) -> Result<Caller, String> {

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-pub use self::authz::{Decision, DenyReason, Policy};
+pub use self::authz::{Decision, DenyReason, Policy, check_caller, check_method, check_path};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, InboundConfig, UpstreamProtocol};
 use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod authz;
 mod certs;
 mod config_check;
 mod demo;

@@ -181,3 +181,32 @@ where
     tokio::spawn(conn);
     Ok(sender.send_request(req).await?)
 }
+
+/// A rustls server config presenting `leaf`, requiring a client
+/// certificate from `ca`, with ALPN h2 (a mesh endpoint stand-in).
+pub fn mtls_server_config(ca: &Path, leaf: &Leaf) -> rustls::ServerConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("read CA") {
+        roots.add(cert.expect("CA cert")).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let chain = CertificateDer::pem_file_iter(&leaf.cert)
+        .expect("read cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("cert");
+    let key = PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server cert");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}

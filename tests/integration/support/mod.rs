@@ -4,6 +4,9 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod client;
+pub mod files;
+pub mod inspect;
+pub mod load;
 pub mod pair;
 pub mod sidecar;
 pub mod test_app;
@@ -12,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use client::*;
+pub use files::K8sMount;
+pub use inspect::{metric, serial_of_file, served_serial};
+pub use load::Load;
 pub use pair::Pair;
 pub use sidecar::{Sidecar, SidecarConfig};
 pub use test_app::TestApp;

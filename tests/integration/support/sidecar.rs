@@ -21,6 +21,7 @@ pub struct SidecarConfig {
     leaf: Leaf,
     inbound_app: Option<SocketAddr>,
     inbound_extra: String,
+    tls_extra: String,
     outbound: Vec<(String, Vec<SocketAddr>, String)>,
     routes: String,
     extra: String,
@@ -41,6 +42,7 @@ impl SidecarConfig {
             leaf,
             inbound_app: None,
             inbound_extra: String::new(),
+            tls_extra: String::new(),
             outbound: Vec::new(),
             routes: String::new(),
             extra: String::new(),
@@ -57,6 +59,12 @@ impl SidecarConfig {
     /// Extra YAML lines under `inbound:` (indented by the caller with 2 spaces).
     pub fn inbound_extra(mut self, yaml: &str) -> Self {
         self.inbound_extra.push_str(yaml);
+        self
+    }
+
+    /// Extra YAML lines under `tls:` (2-space indent).
+    pub fn extra_tls(mut self, yaml: &str) -> Self {
+        self.tls_extra.push_str(yaml);
         self
     }
 
@@ -90,11 +98,12 @@ impl SidecarConfig {
     /// The config file text.
     pub fn yaml(&self) -> String {
         let mut y = format!(
-            "service: {}\ntls:\n  ca: {}\n  cert: {}\n  key: {}\nadmin:\n  listen: 127.0.0.1:0\nlog:\n  format: json\n",
+            "service: {}\ntls:\n  ca: {}\n  cert: {}\n  key: {}\n{}admin:\n  listen: 127.0.0.1:0\nlog:\n  format: json\n",
             self.service,
             path_str(&self.ca),
             path_str(&self.leaf.cert),
             path_str(&self.leaf.key),
+            self.tls_extra,
         );
         if let Some(app) = self.inbound_app {
             y.push_str(&format!(

@@ -39,22 +39,37 @@ pub struct Seen {
 pub struct TestApp {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    client_serials: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
     /// Starts on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts serving HTTPS with `tls` (which may require client
+    /// certificates); the serials of the client certificates presented
+    /// are recorded.
+    pub async fn start_tls(tls: rustls::ServerConfig) -> Self {
+        Self::start_with(Some(Arc::new(tls))).await
+    }
+
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
+        let client_serials = Arc::new(Mutex::new(Vec::new()));
+        let (seen2, serials2) = (seen.clone(), client_serials.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let seen = seen2.clone();
+                let serials = serials2.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(req, seen.clone()));
                     // Limits well above the sidecar's, so that any 431 in a
@@ -62,11 +77,45 @@ impl TestApp {
                     let mut builder = auto::Builder::new(TokioExecutor::new());
                     builder.http1().max_headers(1000).max_buf_size(1 << 20);
                     builder.http2().max_header_list_size(1 << 20);
-                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await
+                            else {
+                                return;
+                            };
+                            if let Some(cert) = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                            {
+                                serials
+                                    .lock()
+                                    .expect("serials")
+                                    .push(super::inspect::serial_of_der(cert.as_ref()));
+                            }
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
-        Self { addr, seen, task }
+        Self {
+            addr,
+            seen,
+            client_serials,
+            task,
+        }
+    }
+
+    /// Serials of the client certificates presented so far (TLS only).
+    pub fn client_serials(&self) -> Vec<String> {
+        self.client_serials.lock().expect("serials").clone()
     }
 
     /// The requests seen so far.
