@@ -146,6 +146,17 @@ impl Mesh {
                 "inbound:\n  listen: {listen}   # mTLS from other sidecars\n  \
                  app: {app}      # the demo app\n"
             ));
+            // Only the workloads that call this one get in.
+            let callers: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| n.calls.contains(&node.name))
+                .map(|n| format!("{{ service: {} }}", n.name))
+                .collect();
+            yaml.push_str(&format!(
+                "  authorization:\n    rules:\n      - name: callers\n        from: [{}]\n",
+                callers.join(", ")
+            ));
         }
         if let Some(listen) = node.outbound {
             yaml.push_str(&format!(
@@ -206,11 +217,17 @@ mod tests {
             let yaml = mesh.sidecar_config(node, &tls);
             let parsed = config::parse_str(&yaml, Path::new("demo.yaml"));
             let parsed = parsed.unwrap_or_else(|e| panic!("{}:\n{e}\n{yaml}", node.name));
+            let warnings = config::warnings(&parsed, Path::new("demo.yaml"));
+            assert!(warnings.is_empty(), "{}: {warnings:?}", node.name);
             assert_eq!(parsed.service.as_str(), node.name);
             let tls_cert = parsed.tls.as_ref().map(|t| t.cert.get().clone());
             assert_eq!(tls_cert, Some(cert));
             assert_eq!(*parsed.admin.listen, node.admin);
-            assert_eq!(parsed.inbound.map(|i| *i.app), node.app);
+            assert_eq!(parsed.inbound.as_ref().map(|i| *i.app), node.app);
+            if let Some(inbound) = &parsed.inbound {
+                let rules = inbound.authorization.as_ref().map(|a| a.rules.len());
+                assert_eq!(rules, Some(1), "{}: only its callers get in", node.name);
+            }
             let services = parsed.outbound.map(|o| o.services).unwrap_or_default();
             assert_eq!(services.len(), node.calls.len());
             for (callee, dst) in services {

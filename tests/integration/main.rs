@@ -11,5 +11,8 @@ mod demo;
 mod errors;
 mod mtls;
 mod proxy;
+mod reload;
+mod rotation;
 mod shutdown;
 mod streaming;
+mod tls_scan;

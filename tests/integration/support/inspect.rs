@@ -24,6 +24,29 @@ pub async fn metric(sidecar: &Sidecar, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits until `series` on `/metrics` reaches `value`; panics after
+/// `timeout` with the value last seen.
+pub async fn wait_metric(
+    sidecar: &Sidecar,
+    series: &str,
+    value: f64,
+    timeout: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = metric(sidecar, series).await;
+        if now >= value {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} is {now}, not {value}, after {timeout:?}; logs:\n{}",
+            sidecar.logs().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The serial number (lowercase hex) of a DER certificate.
 pub fn serial_of_der(der: &[u8]) -> String {
     let (_, cert) = X509Certificate::from_der(der).expect("x509");

@@ -16,7 +16,7 @@ use std::process::Command;
 
 pub use client::*;
 pub use files::K8sMount;
-pub use inspect::{metric, serial_of_file, served_serial};
+pub use inspect::{metric, serial_of_file, served_serial, wait_metric};
 pub use load::Load;
 pub use pair::Pair;
 pub use sidecar::{Sidecar, SidecarConfig};

@@ -36,9 +36,14 @@ impl SidecarConfig {
 
     /// A sidecar for `service` presenting `leaf`.
     pub fn with_leaf(service: &str, certs: &Certs, leaf: Leaf) -> Self {
+        Self::with_files(service, certs.ca(), leaf)
+    }
+
+    /// A sidecar for `service` reading the CA bundle at `ca` and `leaf`.
+    pub fn with_files(service: &str, ca: PathBuf, leaf: Leaf) -> Self {
         Self {
             service: service.to_owned(),
-            ca: certs.ca(),
+            ca,
             leaf,
             inbound_app: None,
             inbound_extra: String::new(),
