@@ -255,3 +255,27 @@ fn issue_without_spiffe_id(certs: &Certs) -> Leaf {
     std::fs::write(&leaf.key, key.serialize_pem()).expect("write key");
     leaf
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_never_finishes_its_handshake_is_cut_off() {
+    let certs = Certs::new();
+    let app = TestApp::start().await;
+    let users = Sidecar::start(
+        &SidecarConfig::new("users", &certs)
+            .inbound(app.addr)
+            .inbound_extra("  handshake_timeout: 300ms\n"),
+    );
+    let mut silent = tokio::net::TcpStream::connect(users.inbound())
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await
+    .expect("the sidecar closed the connection in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let series = r#"pilotfish_tls_handshake_failures_total{direction="inbound",reason="timeout"}"#;
+    assert_eq!(metric(&users, series).await, 1.0);
+}

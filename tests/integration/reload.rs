@@ -169,3 +169,33 @@ async fn a_changed_listener_address_is_rebound() {
         "the old listener still accepts"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_mounted_from_a_kubernetes_configmap_reloads_on_its_symlink_swap() {
+    let certs = Certs::new();
+    let leaf = certs.issue("orders");
+    let config = |extra: &str| {
+        SidecarConfig::with_leaf("orders", &certs, leaf.clone())
+            .outbound()
+            .extra(extra)
+            .yaml()
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut mount = K8sMount::new(
+        &work.path().join("config"),
+        &[("pilotfish.yaml", config("").into_bytes())],
+    );
+    // Start from the mounted path (a symlink into ..data).
+    let mut orders = Sidecar::start_at(&mount.path("pilotfish.yaml"));
+    mount.swap(&[(
+        "pilotfish.yaml",
+        config("shutdown:\n  drain_timeout: 7s\n").into_bytes(),
+    )]);
+    wait_metric(&orders, APPLIED, 1.0, SOON).await;
+    let shown = collect(send_h1(orders.admin, get("admin", "/config")).await)
+        .await
+        .text();
+    assert!(shown.contains("drain_timeout: 7s"), "{shown}");
+    orders.signal(Signal::SIGTERM);
+    assert_eq!(orders.wait_exit(SOON).and_then(|s| s.code()), Some(0));
+}

@@ -227,3 +227,53 @@ async fn a_nearly_expired_certificate_warns_and_exports_its_expiry() {
         "expiry {expiry}, now {now}"
     );
 }
+
+#[test]
+fn start_up_with_a_certificate_not_valid_yet_fails_naming_the_dates() {
+    let certs = Certs::new();
+    let dir = certs.dir.path();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.join("ca.pem")).expect("ca"),
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca-key.pem")).expect("key"))
+            .expect("ca key"),
+    )
+    .expect("issuer");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["users".to_owned()]).expect("params");
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/default/sa/users"
+            .try_into()
+            .expect("uri"),
+    ));
+    let now = std::time::SystemTime::now();
+    params.not_before = (now + Duration::from_secs(3600)).into();
+    params.not_after = (now + Duration::from_secs(7200)).into();
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    let (cert_path, key_path) = (dir.join("future.pem"), dir.join("future-key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("key");
+    let config = dir.join("users.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "service: users\ntls:\n  ca: {}\n  cert: {}\n  key: {}\ninbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\nadmin:\n  listen: 127.0.0.1:0\n",
+            path_str(&certs.ca()),
+            path_str(&cert_path),
+            path_str(&key_path)
+        ),
+    )
+    .expect("config");
+    let output = std::process::Command::new(bin())
+        .args(["run", "--config", path_str(&config)])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: certificate is not valid yet: valid from",
+            path_str(&cert_path)
+        )),
+        "{err}"
+    );
+}

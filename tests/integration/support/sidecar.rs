@@ -161,6 +161,19 @@ impl Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("sidecar.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
+        Self::spawn(config_path, dir)
+    }
+
+    /// Starts a sidecar from a config file that the test manages.
+    pub fn start_at(config_path: &std::path::Path) -> Self {
+        Self::spawn(
+            config_path.to_owned(),
+            tempfile::tempdir().expect("temp dir"),
+        )
+    }
+
+    fn spawn(config_path: PathBuf, dir: tempfile::TempDir) -> Self {
+        let yaml = std::fs::read_to_string(&config_path).unwrap_or_default();
         let mut child = Command::new(bin())
             .args(["run", "--config", path_str(&config_path)])
             .env_remove("PILOTFISH_LOG")
@@ -194,7 +207,7 @@ impl Sidecar {
             _dir: dir,
             config_path,
         };
-        sidecar.await_ready(yaml);
+        sidecar.await_ready(&yaml);
         sidecar
     }
 
