@@ -112,7 +112,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let (config, digest) = config::load_file(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let log = telemetry::init(&config.log.level, config.log.format);
     for warning in config::warnings(&config, path) {
         tracing::warn!("{warning}");
@@ -130,7 +130,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let shutdown = app::shutdown_signal()?;
-        let app = App::build(config, Some(path.to_owned()), Some(log)).await?;
+        let source = app::ConfigSource {
+            path: path.to_owned(),
+            digest,
+        };
+        let app = App::build(config, Some(source), Some(log)).await?;
         app.run(shutdown).await;
         Ok::<_, anyhow::Error>(())
     })?;

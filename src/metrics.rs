@@ -34,6 +34,8 @@ pub struct Metrics {
     pub authz: AuthzMetrics,
     /// Config and certificate reloads.
     pub reloads: ReloadMetrics,
+    /// Retries, limits, breakers, ejections.
+    pub resilience: ResilienceMetrics,
 }
 
 impl Metrics {
@@ -44,6 +46,7 @@ impl Metrics {
             tls: TlsMetrics::register(registry)?,
             authz: AuthzMetrics::register(registry)?,
             reloads: ReloadMetrics::register(registry)?,
+            resilience: ResilienceMetrics::register(registry)?,
         })
     }
 }
@@ -226,5 +229,131 @@ impl ReloadMetrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_config.set(secs);
+    }
+}
+
+/// What the resilience policies did.
+#[derive(Debug, Clone)]
+pub struct ResilienceMetrics {
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    limited: IntCounterVec,
+    ejections: IntCounterVec,
+    breaker: prometheus::IntGaugeVec,
+    fallbacks: IntCounterVec,
+    timeouts: IntCounterVec,
+    /// The destination whose counters this handle adds to (empty for the
+    /// handle shared by all).
+    service: Option<std::sync::Arc<str>>,
+}
+
+impl ResilienceMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            retries: counter(
+                registry,
+                "pilotfish_retries_total",
+                "Retries sent, by destination service and the condition that called for them.",
+                &["service", "condition"],
+            )?,
+            budget_exhausted: counter(
+                registry,
+                "pilotfish_retry_budget_exhausted_total",
+                "Retries not sent because the destination's retry budget was spent.",
+                &["service"],
+            )?,
+            limited: counter(
+                registry,
+                "pilotfish_limit_rejections_total",
+                "Requests refused by a concurrency limit, by destination service and limit.",
+                &["service", "limit"],
+            )?,
+            ejections: counter(
+                registry,
+                "pilotfish_outlier_ejections_total",
+                "Endpoints ejected after failures in a row, by destination service.",
+                &["service"],
+            )?,
+            breaker: register(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "pilotfish_breaker_state",
+                        "State of the destination's error-rate breaker: 0 closed, 1 open, 2 half-open.",
+                    ),
+                    &["service"],
+                )?,
+            )?,
+            fallbacks: counter(
+                registry,
+                "pilotfish_breaker_rejections_total",
+                "Requests the open breaker answered, by destination service and how: static, service (a fallback destination) or none (503).",
+                &["service", "fallback"],
+            )?,
+            timeouts: counter(
+                registry,
+                "pilotfish_timeouts_total",
+                "Requests that timed out, by destination service and kind: request (all attempts) or attempt (one, per-try).",
+                &["service", "kind"],
+            )?,
+            service: None,
+        })
+    }
+
+    /// A handle that counts for `service`.
+    pub fn for_service(&self, service: &str) -> Self {
+        Self {
+            service: Some(service.into()),
+            ..self.clone()
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.service.as_deref().unwrap_or("unknown")
+    }
+
+    /// A retry was sent.
+    pub fn retry(&self, condition: &str) {
+        self.retries
+            .with_label_values(&[self.name(), condition])
+            .inc();
+    }
+
+    /// The budget refused a retry.
+    pub fn budget_exhausted(&self) {
+        self.budget_exhausted
+            .with_label_values(&[self.name()])
+            .inc();
+    }
+
+    /// A limit refused a request.
+    pub fn limited(&self, limit: &str) {
+        self.limited.with_label_values(&[self.name(), limit]).inc();
+    }
+
+    /// An endpoint was ejected.
+    pub fn ejected(&self) {
+        self.ejections.with_label_values(&[self.name()]).inc();
+    }
+
+    /// The breaker changed state.
+    pub fn breaker_state(&self, state: crate::outbound::policy::breaker::BreakerState) {
+        use crate::outbound::policy::breaker::BreakerState;
+        let value = match state {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        self.breaker.with_label_values(&[self.name()]).set(value);
+    }
+
+    /// A request (`request`) or one attempt (`attempt`) timed out.
+    pub fn timed_out(&self, kind: &str) {
+        self.timeouts.with_label_values(&[self.name(), kind]).inc();
+    }
+
+    /// The open breaker answered a request.
+    pub fn fallback(&self, how: &str) {
+        self.fallbacks.with_label_values(&[self.name(), how]).inc();
     }
 }

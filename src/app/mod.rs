@@ -11,7 +11,6 @@ mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use prometheus::Registry;
@@ -20,6 +19,7 @@ use tracing::{info, warn};
 
 pub use self::listeners::Role;
 use self::listeners::{Context, Listeners, Prepared};
+pub use self::reload::ConfigSource;
 use self::reload::Reloader;
 pub use self::state::{Live, ProxyState};
 use crate::admin::{AdminState, Phase};
@@ -73,18 +73,18 @@ pub struct App {
     metrics: Metrics,
     admin: Arc<AdminState>,
     prepared: Prepared,
-    config_path: Option<PathBuf>,
+    source: Option<ConfigSource>,
     log: Option<LogControl>,
     hangup: Option<Signal>,
 }
 
 impl App {
-    /// Builds the state of `config` and binds every listener.
-    /// `config_path` is watched for changes (none: no config reloads);
-    /// `log` lets a reload change the log filter.
+    /// Builds the state of `config` and binds every listener. `source`,
+    /// the file `config` came from, is watched for changes (none: no config
+    /// reloads); `log` lets a reload change the log filter.
     pub async fn build(
         config: Config,
-        config_path: Option<PathBuf>,
+        source: Option<ConfigSource>,
         log: Option<LogControl>,
     ) -> Result<Self, BuildError> {
         let registry = Registry::new();
@@ -105,7 +105,7 @@ impl App {
             metrics,
             admin,
             prepared,
-            config_path,
+            source,
             log,
             hangup,
         })
@@ -126,7 +126,7 @@ impl App {
         self.admin.set_phase(Phase::Ready);
         info!("ready");
 
-        let mut reloader = Reloader::new(self.config_path, self.metrics, self.log);
+        let mut reloader = Reloader::new(self.source, self.metrics, self.log);
         reloader
             .run(&mut listeners, &ctx, self.hangup, shutdown)
             .await;

@@ -43,9 +43,12 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader for the config at `config_path` (none: only certificates).
-    pub fn new(config_path: Option<PathBuf>, metrics: Metrics, log: Option<LogControl>) -> Self {
-        let config_digest = config_path.as_deref().and_then(|p| file_digest(p).ok());
+    /// A reloader for the config file in force (none: only certificates).
+    pub fn new(source: Option<ConfigSource>, metrics: Metrics, log: Option<LogControl>) -> Self {
+        let (config_path, config_digest) = match source {
+            Some(source) => (Some(source.path), Some(source.digest)),
+            None => (None, None),
+        };
         Self {
             config_path,
             metrics,
@@ -114,8 +117,8 @@ impl Reloader {
             return;
         }
         match self.apply_config(&path, listeners, ctx).await {
-            Ok(()) => {
-                self.config_digest = Some(digest);
+            Ok(loaded) => {
+                self.config_digest = Some(loaded);
                 self.rejected_config = None;
                 self.metrics.reloads.reload("config", true);
             }
@@ -132,8 +135,8 @@ impl Reloader {
         path: &std::path::Path,
         listeners: &mut Listeners,
         ctx: &Context,
-    ) -> Result<(), String> {
-        let new = config::load(path).map_err(|e| e.to_string())?;
+    ) -> Result<u64, String> {
+        let (new, digest) = config::load_file(path).map_err(|e| e.to_string())?;
         let current = ctx.live.load();
         if new.runtime.worker_threads != current.config.runtime.worker_threads {
             warn!("runtime.worker_threads takes effect at the next restart");
@@ -157,7 +160,7 @@ impl Reloader {
         ctx.live.store(state);
         listeners.commit(prepared, ctx);
         info!(file = %path.display(), "config reloaded");
-        Ok(())
+        Ok(digest)
     }
 
     /// Puts changed certificate files in force, if they pass every check.
@@ -241,11 +244,17 @@ pub fn log_certificate(message: &str, creds: &Credentials) {
 }
 
 fn file_digest(path: &std::path::Path) -> std::io::Result<u64> {
-    use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(path)?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    Ok(hasher.finish())
+    Ok(config::digest(&std::fs::read(path)?))
+}
+
+/// The config file a sidecar runs from, and the digest of the text it
+/// loaded from it.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file.
+    pub path: PathBuf,
+    /// Digest of the text in force.
+    pub digest: u64,
 }
 
 async fn recv(signal: &mut Option<Signal>) -> Option<()> {

@@ -22,6 +22,10 @@ pub struct InboundConfig {
     /// Longest wait for a TCP connection to the app (default 1s).
     #[serde(default = "super::defaults::app_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    /// Idle connections to the app are closed after this (default 60s), or
+    /// sooner when the app says so in `Keep-Alive: timeout=`.
+    #[serde(default = "super::defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
     /// Longest wait for a TLS handshake from a peer (default 10s).
     #[serde(default = "super::defaults::handshake_timeout")]
     pub handshake_timeout: HumanDuration,

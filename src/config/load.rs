@@ -50,6 +50,12 @@ impl std::error::Error for ConfigErrors {}
 /// Reads, parses and validates a config file, including that the files it
 /// names exist and hold usable certificates.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_file(path).map(|(config, _)| config)
+}
+
+/// Like [`load`], and also returns a digest of the exact text loaded, so a
+/// watcher can tell later whether the file still holds it.
+pub fn load_file(path: &Path) -> Result<(Config, u64), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -57,6 +63,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
+    let digest = digest(text.as_bytes());
     let mut config = parse_yaml(&text, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     resolve_paths(&mut config, base);
@@ -64,10 +71,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = super::validate::validate(&config, path);
     errors.extend(super::validate::validate_files(&config, path));
     if errors.is_empty() {
-        Ok(config)
+        Ok((config, digest))
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// A digest of a file's bytes, to notice changes (not for security).
+pub fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Parses and validates config text. `file` only names it in errors.

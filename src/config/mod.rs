@@ -8,6 +8,7 @@
 mod inbound;
 mod load;
 mod outbound;
+mod resilience;
 mod tls;
 mod validate;
 mod values;
@@ -21,8 +22,14 @@ use crate::identity::{ServiceName, SpiffeId};
 pub use inbound::{
     AuthorizationConfig, AuthorizationRule, CallerPattern, DefaultPolicy, InboundConfig,
 };
-pub use load::{CheckReport, ConfigError, ConfigErrors, check_files, load, parse_str};
+pub use load::{
+    CheckReport, ConfigError, ConfigErrors, check_files, digest, load, load_file, parse_str,
+};
 pub use outbound::{DestinationConfig, OutboundConfig, RouteConfig, Transport, UpstreamProtocol};
+pub use resilience::{
+    BreakerConfig, FallbackConfig, GrpcCode, LimitsConfig, LoadBalancer, OutlierConfig,
+    RetryBudgetConfig, RetryConfig, RetryOn,
+};
 pub use tls::{TlsConfig, TlsVersion};
 pub use validate::{expected_identity, warnings};
 pub use values::{ByteSize, HumanDuration, Located, Position};
@@ -217,6 +224,12 @@ mod defaults {
     }
     pub fn response_timeout() -> HumanDuration {
         HumanDuration::from_secs(15)
+    }
+    pub fn idle_timeout() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+    pub fn dns_refresh() -> Located<HumanDuration> {
+        Located::new(HumanDuration::from_secs(5))
     }
     pub fn path_prefix() -> String {
         "/".to_owned()

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HumanDuration, Located};
+use super::{
+    BreakerConfig, FallbackConfig, HumanDuration, LimitsConfig, LoadBalancer, Located,
+    OutlierConfig, RetryBudgetConfig, RetryConfig,
+};
 
 /// App -> mesh: route plain HTTP from the app to destination services.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -29,8 +32,19 @@ pub struct OutboundConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
-    /// Inbound addresses of the service's sidecars (`IP:PORT`).
+    /// Inbound addresses of the service's sidecars (`IP:PORT`). Give these
+    /// or `dns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Located<SocketAddr>>,
+    /// A DNS name and port (`users.shop.svc.cluster.local:15006`) whose
+    /// A/AAAA answers are the endpoints, as a Kubernetes headless Service
+    /// gives; re-resolved every `dns_refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Located<String>>,
+    /// How often `dns` is resolved again (default 5s). A failed lookup
+    /// keeps the endpoints last known.
+    #[serde(default = "super::defaults::dns_refresh")]
+    pub dns_refresh: Located<HumanDuration>,
     /// Identity the endpoints must prove: a service name (in `namespace`
     /// and this mesh's trust domain) or a whole `spiffe://` id. Default: the
     /// destination's own name.
@@ -50,10 +64,65 @@ pub struct DestinationConfig {
     /// Longest wait for TCP connect plus TLS handshake (default 1s).
     #[serde(default = "super::defaults::connect_timeout")]
     pub connect_timeout: HumanDuration,
-    /// Longest wait for the response headers after the request is sent
-    /// (default 15s, as Envoy's route timeout). Bodies may stream longer.
+    /// Longest wait from the request until the response headers, all
+    /// attempts included (default 15s, as Envoy's route timeout). Bodies may
+    /// stream longer. An incoming `grpc-timeout` shortens it.
     #[serde(default = "super::defaults::response_timeout")]
     pub timeout: HumanDuration,
+    /// Longest wait for one attempt (default: none, only `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<HumanDuration>,
+    /// Idle pooled connections are closed after this (default 60s), or
+    /// sooner when the upstream says so in `Keep-Alive: timeout=`.
+    #[serde(default = "super::defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// `peak-ewma` (default), `least-request` or `round-robin`.
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+    /// When and how often to retry.
+    #[serde(default)]
+    pub retries: RetryConfig,
+    /// How many retries the destination can take.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// Concurrency limits (Envoy's circuit breakers).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Per-endpoint ejection after failures in a row.
+    #[serde(default)]
+    pub outlier_detection: OutlierConfig,
+    /// The error-rate breaker (off unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
+    /// What requests get while the breaker is open (default: 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackConfig>,
+}
+
+impl Default for DestinationConfig {
+    /// No endpoints, every other field at its default.
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            dns: None,
+            dns_refresh: super::defaults::dns_refresh(),
+            identity: None,
+            namespace: None,
+            transport: Located::default(),
+            protocol: Located::default(),
+            connect_timeout: super::defaults::connect_timeout(),
+            timeout: super::defaults::response_timeout(),
+            per_try_timeout: None,
+            idle_timeout: super::defaults::idle_timeout(),
+            load_balancer: LoadBalancer::default(),
+            retries: RetryConfig::default(),
+            retry_budget: RetryBudgetConfig::default(),
+            limits: LimitsConfig::default(),
+            outlier_detection: OutlierConfig::default(),
+            breaker: None,
+            fallback: None,
+        }
+    }
 }
 
 /// A route from a host (and optional path prefix) to a destination service.
@@ -69,6 +138,19 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// The destination service (a key of `outbound.services`).
     pub service: Located<String>,
+    /// Overrides the destination's `timeout` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Overrides the destination's `per_try_timeout` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<HumanDuration>,
+    /// Overrides the destination's `retries` for this route (the budget
+    /// stays the destination's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryConfig>,
+    /// Overrides the destination's `fallback` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackConfig>,
 }
 
 /// HTTP version spoken to a plain HTTP server (the local app, or a

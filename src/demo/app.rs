@@ -81,7 +81,8 @@ async fn serve(addr: SocketAddr, state: Arc<State>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    eprintln!("demo service {} listening on {addr}", state.name);
+    let bound = listener.local_addr().unwrap_or(addr);
+    eprintln!("demo service {} listening on {bound}", state.name);
     let http = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let tcp = match listener.accept().await {

@@ -23,11 +23,19 @@ pub enum Body {
     Full(Option<Bytes>),
     /// Streamed from a peer by hyper, passed on frame by frame.
     Incoming(hyper::body::Incoming),
+    /// Streamed from a pooled HTTP/1.1 connection, which goes back to its
+    /// pool when the body ends.
+    Pooled(super::h1_pool::PooledBody),
     /// Anything else (wrappers added by policies).
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl Body {
+    /// A body from a pooled connection.
+    pub fn pooled(body: super::h1_pool::PooledBody) -> Self {
+        Self::Pooled(body)
+    }
+
     /// A body of these bytes.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
@@ -59,6 +67,7 @@ impl http_body::Body for Body {
             Self::Incoming(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|r| r.map_err(BoxError::from))),
+            Self::Pooled(body) => Pin::new(body).poll_frame(cx),
             Self::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -68,6 +77,7 @@ impl http_body::Body for Body {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
             Self::Incoming(body) => body.is_end_stream(),
+            Self::Pooled(body) => body.is_end_stream(),
             Self::Boxed(body) => body.is_end_stream(),
         }
     }
@@ -77,6 +87,7 @@ impl http_body::Body for Body {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Incoming(body) => body.size_hint(),
+            Self::Pooled(body) => body.size_hint(),
             Self::Boxed(body) => body.size_hint(),
         }
     }

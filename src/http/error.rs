@@ -67,6 +67,15 @@ pub enum Reason {
     Forbidden,
     /// A config reload removed this side while the connection was open.
     NotServing,
+    /// One attempt took longer than the per-try timeout (and no retry was
+    /// left).
+    AttemptTimeout,
+    /// A concurrency limit of the destination was reached.
+    Overloaded,
+    /// The destination's error-rate breaker is open.
+    BreakerOpen,
+    /// The destination has no endpoints (DNS gave none).
+    NoEndpoints,
 }
 
 impl Reason {
@@ -86,6 +95,10 @@ impl Reason {
             Self::ResponseTimeout => "response-timeout",
             Self::Forbidden => "forbidden",
             Self::NotServing => "not-serving",
+            Self::AttemptTimeout => "attempt-timeout",
+            Self::Overloaded => "overloaded",
+            Self::BreakerOpen => "breaker-open",
+            Self::NoEndpoints => "no-endpoints",
         }
     }
 
@@ -98,11 +111,17 @@ impl Reason {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::NoRoute | Self::ConnectRefused | Self::ConnectFailed | Self::NotServing => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NoRoute
+            | Self::ConnectRefused
+            | Self::ConnectFailed
+            | Self::NotServing
+            | Self::Overloaded
+            | Self::BreakerOpen
+            | Self::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
             Self::TlsFailed | Self::PeerIdentity | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
-            Self::ConnectTimeout | Self::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectTimeout | Self::ResponseTimeout | Self::AttemptTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
         }
     }
 }
@@ -183,13 +202,39 @@ pub enum ProxyError {
     /// This side is no longer configured.
     #[error("this listener is no longer configured")]
     NotServing,
-    /// No response headers in time.
-    #[error("{addr} sent no response within {}", humantime::format_duration(*after))]
+    /// No response headers in time, all attempts included.
+    #[error("no response from {service} within {}", humantime::format_duration(*after))]
     ResponseTimeout {
+        /// The destination.
+        service: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// One attempt took longer than the per-try timeout.
+    #[error("{addr} sent no response within the per-try timeout of {}", humantime::format_duration(*after))]
+    AttemptTimeout {
         /// The endpoint.
         addr: SocketAddr,
         /// The timeout.
         after: Duration,
+    },
+    /// A concurrency limit of the destination was reached.
+    #[error("too many requests at once: the destination's {limit} limit is reached")]
+    Overloaded {
+        /// Which limit (`max-requests`, `max-pending`, `max-connections`).
+        limit: &'static str,
+    },
+    /// The error-rate breaker is open.
+    #[error("{service} is failing; its breaker is open")]
+    BreakerOpen {
+        /// The destination.
+        service: String,
+    },
+    /// No endpoints to send to.
+    #[error("{service} has no endpoints")]
+    NoEndpoints {
+        /// The destination.
+        service: String,
     },
 }
 
@@ -212,6 +257,10 @@ impl ProxyError {
             Self::ResponseTimeout { .. } => Reason::ResponseTimeout,
             Self::Forbidden { .. } => Reason::Forbidden,
             Self::NotServing => Reason::NotServing,
+            Self::AttemptTimeout { .. } => Reason::AttemptTimeout,
+            Self::Overloaded { .. } => Reason::Overloaded,
+            Self::BreakerOpen { .. } => Reason::BreakerOpen,
+            Self::NoEndpoints { .. } => Reason::NoEndpoints,
         }
     }
 
@@ -286,6 +335,10 @@ mod tests {
             Reason::ResponseTimeout,
             Reason::Forbidden,
             Reason::NotServing,
+            Reason::AttemptTimeout,
+            Reason::Overloaded,
+            Reason::BreakerOpen,
+            Reason::NoEndpoints,
         ];
         let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), all.len());

@@ -3,10 +3,13 @@
 
 pub mod body;
 pub mod error;
+pub mod grpc;
+pub mod h1_pool;
 pub mod h2_client;
 pub mod headers;
 pub mod path;
 pub mod plain_client;
+pub mod replay;
 pub mod server;
 pub mod uri;
 

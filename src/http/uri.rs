@@ -32,6 +32,16 @@ pub fn absolute(scheme: Scheme, authority: Authority, uri: &Uri) -> Result<Uri, 
         .map_err(|_| ProxyError::NoAuthority)
 }
 
+/// Just the path and query (`/a?b`), as an HTTP/1.1 request line to an
+/// origin server carries it.
+pub fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +62,16 @@ mod tests {
         assert_eq!(requested_authority(&p).unwrap(), "users");
         assert!(requested_authority(&parts("/x", None)).is_none());
         assert!(requested_authority(&parts("/x", Some("bad host"))).is_none());
+    }
+
+    #[test]
+    fn origin_form_drops_scheme_and_authority() {
+        let abs: Uri = "http://users:8080/a?b=c".parse().unwrap();
+        assert_eq!(origin_form(&abs), "/a?b=c");
+        let origin: Uri = "/x".parse().unwrap();
+        assert_eq!(origin_form(&origin), "/x");
+        let bare: Uri = "http://users".parse().unwrap();
+        assert_eq!(origin_form(&bare), "/");
     }
 
     #[test]

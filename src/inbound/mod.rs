@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 pub use self::authz::{Decision, DenyReason, Policy, check_caller, check_method, check_path};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, InboundConfig, UpstreamProtocol};
+use crate::http::h1_pool::PoolSettings;
 use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};
 use crate::http::plain_client::PlainClient;
 use crate::http::server::{self, HeaderLimits};
@@ -70,7 +71,7 @@ pub struct Inbound {
     service: ServiceName,
     trust_domain: String,
     app: Arc<PlainClient>,
-    app_key: (SocketAddr, Duration, HeaderLimits),
+    app_key: (SocketAddr, PoolSettings),
     app_protocol: UpstreamProtocol,
     handshake_timeout: Duration,
     limits: HeaderLimits,
@@ -94,10 +95,19 @@ impl Inbound {
     ) -> Result<Self, BuildError> {
         // Room for the fields the calling sidecar added.
         let limits = HeaderLimits::from_config(&config.http).with_headroom(PROXY_ADDED_HEADERS);
-        let app_key = (*inbound.app.get(), inbound.connect_timeout.0, limits);
+        let app_key = (
+            *inbound.app.get(),
+            PoolSettings {
+                connect_timeout: inbound.connect_timeout.0,
+                idle_timeout: inbound.idle_timeout.0,
+                // The app is local; it sets its own limits.
+                max_connections: usize::MAX,
+                limits,
+            },
+        );
         let app = match previous.filter(|p| p.app_key == app_key) {
             Some(previous) => previous.app.clone(),
-            None => Arc::new(PlainClient::new(app_key.0, app_key.1, limits)),
+            None => Arc::new(PlainClient::new(app_key.0, app_key.1)),
         };
         let settings = config
             .tls
@@ -286,10 +296,10 @@ impl Inbound {
 }
 
 /// Prepares the app's response for the mesh.
-fn to_response(response: Response<Incoming>) -> Response<Body> {
+fn to_response(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::Incoming(body))
+    Response::from_parts(parts, body)
 }
 
 /// Puts the request's path in normal form (dot segments removed, needless

@@ -1,40 +1,38 @@
-//! A destination service: its endpoints, how they are reached (mTLS to
-//! Pilotfish sidecars, or plain HTTP outside the mesh), and the choice of
-//! endpoint for each request.
+//! A destination service: its endpoints (static or from DNS), how they are
+//! reached (mTLS to Pilotfish sidecars, or plain HTTP outside the mesh),
+//! and the stack of policies every request to it passes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::Request;
 use rustls::pki_types::ServerName;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower::retry::budget::TpsBudget;
 
-use super::endpoint::{EndpointSettings, MeshEndpoint};
+use super::balance::{Balance, BalanceSettings};
+use super::discovery::{EndpointSet, MakeEndpoint, Source, parse_dns_target};
+use super::endpoint::{Conn, Endpoint};
+use super::mesh::{EndpointSettings, MeshConn};
+use super::outlier::OutlierPolicy;
+use super::policy::ResponseFuture;
+use super::policy::breaker::{Breaker, BreakerPolicy, BreakerState};
+use super::policy::limit::Limits;
+use super::stack::{self, Stack};
 use crate::app::BuildError;
-use crate::config::{DestinationConfig, Transport, UpstreamProtocol};
+use crate::config::{DestinationConfig, Transport};
+use crate::http::Body;
+use crate::http::h1_pool::PoolSettings;
 use crate::http::plain_client::PlainClient;
 use crate::http::server::HeaderLimits;
-use crate::http::{Body, ProxyError};
 use crate::identity::{ServiceName, SpiffeId};
-use crate::metrics::TlsMetrics;
+use crate::metrics::Metrics;
 use crate::tls::{self, CredentialStore, Derived, TlsSettings};
 
-/// The endpoints of a destination, by transport.
-#[derive(Debug)]
-enum Endpoints {
-    /// Pilotfish sidecars proving the destination's identity.
-    Mesh { endpoints: Vec<MeshEndpoint> },
-    /// Plain HTTP servers outside the mesh.
-    Plain {
-        protocol: UpstreamProtocol,
-        endpoints: Vec<PlainClient>,
-    },
-}
-
 /// Everything a destination is built from: when a config reload leaves
-/// it equal, the destination (its connections, and later its breaker and
-/// limiter state) carries over unchanged.
+/// it equal, the destination (its connections, breaker, limits, budget,
+/// endpoint health) carries over unchanged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationKey {
     /// The service name.
@@ -51,14 +49,13 @@ pub struct DestinationKey {
     pub tls: Option<TlsSettings>,
 }
 
-/// One destination service and its endpoints.
-#[derive(Debug)]
+/// One destination service.
 pub struct Destination {
     key: DestinationKey,
-    endpoints: Endpoints,
-    /// Round-robin cursor.
-    next: AtomicUsize,
-    timeout: Duration,
+    stack: Stack,
+    endpoints: Arc<EndpointSet>,
+    limits: Arc<Limits>,
+    breaker: Option<Arc<Breaker>>,
 }
 
 impl Destination {
@@ -67,61 +64,64 @@ impl Destination {
     pub fn new(
         key: DestinationKey,
         creds: Option<&Arc<CredentialStore>>,
-        metrics: &TlsMetrics,
+        metrics: &Metrics,
     ) -> Result<Self, BuildError> {
-        let name = &key.name;
         let config = &key.config;
-        if config.endpoints.is_empty() {
-            return Err(BuildError::Config(format!(
-                "service {name} has no endpoints"
-            )));
-        }
-        let addrs = config.endpoints.iter().map(|addr| *addr.get());
-        let endpoints = match (*config.transport, creds, key.tls) {
-            (Transport::Mtls, Some(creds), Some(settings)) => {
-                let sni = format!("{name}.{}.svc.cluster.local", key.namespace);
-                let server_name = ServerName::try_from(sni)
-                    .map_err(|e| BuildError::Config(format!("server name for {name}: {e}")))?;
-                let identity = key.identity.clone();
-                let tls = Derived::new(creds.clone(), move |c| {
-                    tls::client_config(c, identity.clone(), settings)
-                })?;
-                let settings = Arc::new(EndpointSettings {
-                    tls,
-                    server_name,
-                    connect_timeout: config.connect_timeout.0,
-                    limits: key.limits,
-                    metrics: metrics.clone(),
-                });
-                Endpoints::Mesh {
-                    endpoints: addrs
-                        .map(|addr| MeshEndpoint::new(addr, settings.clone()))
-                        .collect(),
+        let service = key.name.to_string();
+        let make = make_endpoint(&key, creds, metrics)?;
+        let source = match &config.dns {
+            Some(dns) => {
+                let (host, port) = parse_dns_target(dns).map_err(BuildError::Config)?;
+                Source::Dns {
+                    host,
+                    port,
+                    refresh: config.dns_refresh.0,
                 }
             }
-            (Transport::Mtls, _, _) => {
-                return Err(BuildError::Config(format!(
-                    "service {name} needs `tls:` for mTLS"
-                )));
-            }
-            (Transport::Plaintext, _, _) => Endpoints::Plain {
-                protocol: *config.protocol,
-                endpoints: addrs
-                    .map(|addr| PlainClient::new(addr, config.connect_timeout.0, key.limits))
-                    .collect(),
-            },
+            None => Source::Static(config.endpoints.iter().map(|a| *a.get()).collect()),
         };
+        let endpoints = EndpointSet::new(&source, make);
+        let limits = Arc::new(Limits::new(
+            config.limits.max_requests,
+            config.limits.max_pending,
+        ));
+        let breaker = config
+            .breaker
+            .as_ref()
+            .map(|b| Arc::new(Breaker::new(BreakerPolicy::from_config(b), Instant::now())));
+        let budget = &config.retry_budget;
+        let budget = Arc::new(TpsBudget::new(
+            budget.window.0.clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(60),
+            ),
+            budget.min_per_second,
+            (*budget.ratio.get() as f32).clamp(0.0, 1000.0),
+        ));
+        let metrics = metrics.resilience.for_service(&service);
+        let balance = Balance::new(BalanceSettings {
+            service: service.clone(),
+            endpoints: endpoints.clone(),
+            kind: config.load_balancer,
+            outlier: OutlierPolicy::from_config(&config.outlier_detection),
+            limits: limits.clone(),
+            metrics: metrics.clone(),
+        });
+        let stack = stack::build(stack::Parts {
+            service,
+            breaker: breaker.clone(),
+            limits: limits.clone(),
+            budget,
+            metrics,
+            balance,
+        });
         Ok(Self {
-            timeout: config.timeout.0,
             key,
+            stack,
             endpoints,
-            next: AtomicUsize::new(0),
+            limits,
+            breaker,
         })
-    }
-
-    /// What it was built from.
-    pub fn key(&self) -> &DestinationKey {
-        &self.key
     }
 
     /// The service name.
@@ -129,43 +129,140 @@ impl Destination {
         &self.key.name
     }
 
-    /// Sends a request to one of the endpoints (round robin) and waits for
-    /// the response headers at most the destination's timeout.
-    /// `app_spoke_http1` is the version the app used.
-    pub async fn send(
-        &self,
-        req: Request<Body>,
-        app_spoke_http1: bool,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        match &self.endpoints {
-            Endpoints::Mesh { endpoints, .. } => {
-                let endpoint = &endpoints[turn % endpoints.len()];
-                let sent = endpoint.send(req, app_spoke_http1);
-                within(self.timeout, endpoint.addr(), sent).await
-            }
-            Endpoints::Plain {
-                protocol,
-                endpoints,
-            } => {
-                let endpoint = &endpoints[turn % endpoints.len()];
-                let version = protocol.version(app_spoke_http1, req.version());
-                within(self.timeout, endpoint.addr(), endpoint.send(req, version)).await
-            }
+    /// What it was built from.
+    pub fn key(&self) -> &DestinationKey {
+        &self.key
+    }
+
+    /// Sends a request through the stack. The request carries its
+    /// [`RequestContext`](super::policy::RequestContext).
+    pub fn call(&self, req: Request<Body>) -> ResponseFuture {
+        let stack = self.stack.clone();
+        Box::pin(async move { stack.oneshot(req).await })
+    }
+
+    /// What the admin page shows.
+    pub fn status(&self, now: Instant) -> DestinationStatus {
+        DestinationStatus {
+            service: self.key.name.to_string(),
+            in_flight: self.limits.in_flight(),
+            breaker: self.breaker.as_ref().map(|b| b.state(now)),
+            endpoints: self
+                .endpoints
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    let health = e.health();
+                    EndpointStatus {
+                        addr: e.addr(),
+                        ejected_for_ms: health
+                            .ejected_until()
+                            .map(|until| until.saturating_duration_since(now).as_millis() as u64),
+                        probing: health.is_ejected() && health.ejected_until().is_none(),
+                        in_flight: e.load.in_flight(),
+                        latency_ms: e.load.latency_ms(now),
+                        connections: e.open_connections(),
+                    }
+                })
+                .collect(),
         }
     }
 }
 
-/// Waits for the response headers at most `timeout`.
-async fn within(
-    timeout: Duration,
-    addr: std::net::SocketAddr,
-    sent: impl Future<Output = Result<Response<Incoming>, ProxyError>>,
-) -> Result<Response<Incoming>, ProxyError> {
-    tokio::time::timeout(timeout, sent)
-        .await
-        .unwrap_or(Err(ProxyError::ResponseTimeout {
-            addr,
-            after: timeout,
-        }))
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("name", &self.key.name)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A destination as the admin page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DestinationStatus {
+    /// Its name.
+    pub service: String,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// Its breaker, if it has one.
+    #[serde(serialize_with = "breaker_state")]
+    pub breaker: Option<BreakerState>,
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// An endpoint as the admin page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointStatus {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Milliseconds of ejection left, if ejected.
+    pub ejected_for_ms: Option<u64>,
+    /// Whether its probe after an ejection is pending.
+    pub probing: bool,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// The latency estimate.
+    pub latency_ms: f64,
+    /// Open connections.
+    pub connections: usize,
+}
+
+fn breaker_state<S: serde::Serializer>(
+    state: &Option<BreakerState>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match state {
+        Some(state) => s.serialize_str(state.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+/// How to make the endpoint for an address of this destination.
+fn make_endpoint(
+    key: &DestinationKey,
+    creds: Option<&Arc<CredentialStore>>,
+    metrics: &Metrics,
+) -> Result<MakeEndpoint, BuildError> {
+    let name = &key.name;
+    let config = &key.config;
+    match (*config.transport, creds, key.tls) {
+        (Transport::Mtls, Some(creds), Some(settings)) => {
+            let sni = format!("{name}.{}.svc.cluster.local", key.namespace);
+            let server_name = ServerName::try_from(sni)
+                .map_err(|e| BuildError::Config(format!("server name for {name}: {e}")))?;
+            let identity = key.identity.clone();
+            let tls = Derived::new(creds.clone(), move |c| {
+                tls::client_config(c, identity.clone(), settings)
+            })?;
+            let settings = Arc::new(EndpointSettings {
+                tls,
+                server_name,
+                connect_timeout: config.connect_timeout.0,
+                idle_timeout: config.idle_timeout.0,
+                limits: key.limits,
+                metrics: metrics.tls.clone(),
+            });
+            Ok(Arc::new(move |addr: SocketAddr| {
+                Endpoint::new(addr, Conn::Mesh(MeshConn::new(addr, settings.clone())))
+            }))
+        }
+        (Transport::Mtls, _, _) => Err(BuildError::Config(format!(
+            "service {name} needs `tls:` for mTLS"
+        ))),
+        (Transport::Plaintext, _, _) => {
+            let pool = PoolSettings {
+                connect_timeout: config.connect_timeout.0,
+                idle_timeout: config.idle_timeout.0,
+                max_connections: config.limits.max_connections,
+                limits: key.limits,
+            };
+            let protocol = *config.protocol;
+            Ok(Arc::new(move |addr: SocketAddr| {
+                let client = PlainClient::new(addr, pool);
+                Endpoint::new(addr, Conn::Plain { client, protocol })
+            }))
+        }
+    }
 }

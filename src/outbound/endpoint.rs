@@ -1,134 +1,92 @@
-//! One endpoint of a destination: a peer sidecar's inbound port, reached over
-//! a single multiplexed HTTP/2 connection on mTLS that all requests share.
+//! One endpoint of a destination: how it is reached (a mesh sidecar over
+//! mTLS, or a plain HTTP server), how loaded it is, and how healthy.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use http::header::HOST;
-use http::uri::Scheme;
-use http::{Request, Response, Version};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, HandshakeKind};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tracing::info;
+use http::{Request, Response};
 
-use crate::http::h2_client::{self, H2Connection};
-use crate::http::headers::{ORIG_PROTO, ORIG_PROTO_HTTP1};
-use crate::http::server::HeaderLimits;
-use crate::http::{Body, Direction, ProxyError, uri};
-use crate::metrics::TlsMetrics;
-use crate::tls::Derived;
+use super::load::Load;
+use super::mesh::MeshConn;
+use super::outlier::Health;
+use crate::config::UpstreamProtocol;
+use crate::http::plain_client::PlainClient;
+use crate::http::{Body, ProxyError};
 
-/// How to reach the endpoints of one destination.
+/// How an endpoint is reached.
 #[derive(Debug)]
-pub struct EndpointSettings {
-    /// TLS client config that verifies the destination's identity, rebuilt
-    /// when the credentials rotate.
-    pub tls: Derived<ClientConfig>,
-    /// SNI sent in the handshake.
-    pub server_name: ServerName<'static>,
-    /// Bound on TCP connect plus TLS handshake.
-    pub connect_timeout: Duration,
-    /// Header limits for responses coming back.
-    pub limits: HeaderLimits,
-    /// Handshake counters.
-    pub metrics: TlsMetrics,
+pub enum Conn {
+    /// A Pilotfish sidecar, over the shared mTLS HTTP/2 connection.
+    Mesh(MeshConn),
+    /// A plain HTTP server outside the mesh.
+    Plain {
+        /// Its connections.
+        client: PlainClient,
+        /// The HTTP version to speak.
+        protocol: UpstreamProtocol,
+    },
 }
 
-/// A peer sidecar and the shared connection to it.
+/// An endpoint and what the balancer knows of it.
 #[derive(Debug)]
-pub struct MeshEndpoint {
+pub struct Endpoint {
     addr: SocketAddr,
-    settings: Arc<EndpointSettings>,
-    connection: H2Connection,
+    conn: Conn,
+    /// Requests in flight and response time.
+    pub load: Load,
+    health: Mutex<Health>,
 }
 
-impl MeshEndpoint {
-    /// An endpoint at `addr`; nothing is connected yet.
-    pub fn new(addr: SocketAddr, settings: Arc<EndpointSettings>) -> Self {
+impl Endpoint {
+    /// An endpoint reached through `conn`.
+    pub fn new(addr: SocketAddr, conn: Conn) -> Self {
         Self {
             addr,
-            settings,
-            connection: H2Connection::new(),
+            conn,
+            load: Load::default(),
+            health: Mutex::new(Health::default()),
         }
     }
 
-    /// The endpoint's address.
+    /// Its address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Sends a request over the shared connection, connecting if needed.
-    /// `app_spoke_http1` is recorded so the far side can speak HTTP/1.1 to
-    /// its app although the link is HTTP/2.
+    /// Its outlier state.
+    pub fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a request now would first wait for a new connection.
+    pub fn would_wait(&self) -> bool {
+        match &self.conn {
+            Conn::Mesh(mesh) => !mesh.is_connected(),
+            Conn::Plain { client, .. } => client.idle_connections() == 0,
+        }
+    }
+
+    /// Connections open to it.
+    pub fn open_connections(&self) -> usize {
+        match &self.conn {
+            Conn::Mesh(mesh) => usize::from(mesh.is_connected()),
+            Conn::Plain { client, .. } => client.open_connections(),
+        }
+    }
+
+    /// Sends a request. `app_spoke_http1` says which HTTP version the app
+    /// used: the mesh link records it, a plain server may be spoken to in it.
     pub async fn send(
         &self,
         req: Request<Body>,
         app_spoke_http1: bool,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let req = for_mesh_link(req, app_spoke_http1)?;
-        self.connection
-            .send(self.addr, req, || self.connect())
-            .await
-    }
-
-    /// TCP, then TLS with the destination's identity check, then HTTP/2,
-    /// all within the connect timeout.
-    async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
-        let addr = self.addr;
-        let settings = &self.settings;
-        let connect = async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| ProxyError::Connect { addr, source })?;
-            // Small request/response frames must not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-            let tls = TlsConnector::from(settings.tls.get())
-                .connect(settings.server_name.clone(), tcp)
-                .await
-                .map_err(|source| {
-                    let reason = crate::tls::classify_error(&source);
-                    settings.metrics.failure(Direction::Outbound, reason);
-                    ProxyError::Tls { addr, source }
-                })?;
-            let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
-            settings.metrics.handshake(Direction::Outbound, resumed);
-            if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
-                return Err(ProxyError::NotH2 { addr });
+    ) -> Result<Response<Body>, ProxyError> {
+        match &self.conn {
+            Conn::Mesh(mesh) => mesh.send(req, app_spoke_http1).await,
+            Conn::Plain { client, protocol } => {
+                let version = protocol.version(app_spoke_http1, req.version());
+                client.send(req, version).await
             }
-            h2_client::handshake(TokioIo::new(tls), addr, settings.limits).await
-        };
-        let timeout = settings.connect_timeout;
-        let sender = tokio::time::timeout(timeout, connect).await.map_err(|_| {
-            ProxyError::ConnectTimeout {
-                addr,
-                after: timeout,
-            }
-        })??;
-        info!(endpoint = %addr, "connected to mesh endpoint");
-        Ok(sender)
+        }
     }
-}
-
-/// Rewrites a request for the HTTP/2 mesh link: an absolute URI with the
-/// authority the app asked for (HTTP/2 carries it there, so `Host` goes),
-/// and the app's HTTP version recorded in `pilotfish-orig-proto`.
-fn for_mesh_link(req: Request<Body>, app_spoke_http1: bool) -> Result<Request<Body>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    if parts.uri.scheme().is_none() || parts.uri.authority().is_none() {
-        let authority = uri::requested_authority(&parts).ok_or(ProxyError::NoAuthority)?;
-        let scheme = parts.uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-        parts.uri = uri::absolute(scheme, authority, &parts.uri)?;
-    }
-    parts.headers.remove(HOST);
-    if app_spoke_http1 {
-        parts.headers.insert(ORIG_PROTO, ORIG_PROTO_HTTP1);
-    }
-    parts.version = Version::HTTP_2;
-    Ok(Request::from_parts(parts, body))
 }

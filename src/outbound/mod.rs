@@ -9,9 +9,17 @@
 //!         <- from_upstream_response <------------------------------ (peer's inbound)
 //! ```
 
+pub mod balance;
 pub mod destination;
+pub mod discovery;
 pub mod endpoint;
+pub mod load;
+pub mod mesh;
+pub mod outcome;
+pub mod outlier;
+pub mod policy;
 pub mod route;
+pub mod stack;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,9 +32,11 @@ use hyper::body::Incoming;
 use tracing::info;
 
 use self::destination::{Destination, DestinationKey};
+use self::policy::retry::ATTEMPT_HEADER;
+use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
 use self::route::{RouteTable, Target};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
-use crate::config::{Config, OutboundConfig};
+use crate::config::{Config, DestinationConfig, OutboundConfig, RouteConfig};
 use crate::http::headers::{self, ORIG_PROTO};
 use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ProxyError};
@@ -42,6 +52,10 @@ const UNKNOWN_SERVICE: &str = "unknown";
 pub struct Outbound {
     routes: RouteTable,
     destinations: Vec<Arc<Destination>>,
+    /// The settings of requests that matched a destination by its name.
+    defaults: Vec<Arc<RoutePolicy>>,
+    /// The settings of requests that matched an explicit route.
+    route_policies: Vec<Arc<RoutePolicy>>,
     limits: HeaderLimits,
     metrics: RequestMetrics,
     http: Arc<auto::Builder<TokioExecutor>>,
@@ -50,7 +64,7 @@ pub struct Outbound {
 impl Outbound {
     /// Builds the outbound side of `config`. Destinations that `previous`
     /// already has, built from the same settings, are kept as they are,
-    /// with their connections.
+    /// with their connections, breaker, budget and endpoint health.
     pub fn build(
         config: &Config,
         outbound: &OutboundConfig,
@@ -82,13 +96,34 @@ impl Outbound {
                 .cloned();
             let destination = match kept {
                 Some(destination) => destination,
-                None => Arc::new(Destination::new(key, creds, &metrics.tls)?),
+                None => Arc::new(Destination::new(key, creds, metrics)?),
             };
             destinations.push(destination);
         }
+        let find = |name: &str| {
+            destinations
+                .iter()
+                .find(|d| d.name().as_str() == name)
+                .cloned()
+        };
+        let defaults = outbound
+            .services
+            .values()
+            .map(|dst| Arc::new(default_policy(dst, &find)))
+            .collect();
+        let route_policies = outbound
+            .routes
+            .iter()
+            .map(|route| {
+                let dst = outbound.services.get(route.service.as_str());
+                Arc::new(route_policy(route, dst.map(|d| d.get()), &find))
+            })
+            .collect();
         Ok(Self {
             routes: RouteTable::build(outbound, &config.namespace),
             destinations,
+            defaults,
+            route_policies,
             limits,
             metrics: metrics.requests.clone(),
             http: Arc::new(server::builder(server_limits)),
@@ -134,23 +169,31 @@ impl Outbound {
 
     /// Routes and sends; returns the destination's name for metrics.
     async fn forward(&self, req: Request<Incoming>) -> (&str, Result<Response<Body>, ProxyError>) {
-        let destination = match self.route(&req) {
-            Ok(destination) => destination,
+        let (destination, policy) = match self.route(&req) {
+            Ok(found) => found,
             Err(err) => return (UNKNOWN_SERVICE, Err(err)),
         };
         let name = destination.name().as_str();
         let (mut parts, body) = req.into_parts();
         let app_spoke_http1 = parts.version != Version::HTTP_2;
         headers::strip_hop_by_hop(&mut parts.headers);
-        // Only a sidecar may say what protocol the app spoke.
+        // Only a sidecar may say what protocol the app spoke, or count
+        // attempts.
         parts.headers.remove(ORIG_PROTO);
+        parts.headers.remove(ATTEMPT_HEADER);
+        parts
+            .extensions
+            .insert(RequestContext::new(policy.clone(), app_spoke_http1));
         let req = Request::from_parts(parts, Body::Incoming(body));
-        let result = destination.send(req, app_spoke_http1).await;
+        let result = destination.call(req).await;
         (name, result.map(from_upstream_response))
     }
 
     /// Decides where a request goes, without touching it.
-    fn route(&self, req: &Request<Incoming>) -> Result<&Destination, ProxyError> {
+    fn route(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<(&Arc<Destination>, &Arc<RoutePolicy>), ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::Unsupported("CONNECT (tunnelling)"));
         }
@@ -163,19 +206,65 @@ impl Outbound {
             });
         }
         let target = Target::of(req)?;
-        let index =
+        let found =
             self.routes
                 .find(&target, req.uri().path())
                 .ok_or_else(|| ProxyError::NoRoute {
                     host: target.host.clone().into_owned(),
                 })?;
-        Ok(&self.destinations[index])
+        let policy = match found.route {
+            Some(route) => &self.route_policies[route],
+            None => &self.defaults[found.destination],
+        };
+        Ok((&self.destinations[found.destination], policy))
+    }
+}
+
+/// The settings of requests to a destination matched by its name.
+fn default_policy(
+    dst: &DestinationConfig,
+    find: &impl Fn(&str) -> Option<Arc<Destination>>,
+) -> RoutePolicy {
+    RoutePolicy {
+        timeout: dst.timeout.0,
+        per_try_timeout: dst.per_try_timeout.map(|t| t.0),
+        retries: Arc::new(RetryPolicy::from_config(&dst.retries)),
+        fallback: dst
+            .fallback
+            .as_ref()
+            .and_then(|f| Fallback::from_config(f, find)),
+    }
+}
+
+/// The destination's settings with a route's overrides.
+fn route_policy(
+    route: &RouteConfig,
+    dst: Option<&DestinationConfig>,
+    find: &impl Fn(&str) -> Option<Arc<Destination>>,
+) -> RoutePolicy {
+    let base = dst.map(|d| default_policy(d, find)).unwrap_or(RoutePolicy {
+        timeout: std::time::Duration::from_secs(15),
+        per_try_timeout: None,
+        retries: Arc::default(),
+        fallback: None,
+    });
+    RoutePolicy {
+        timeout: route.timeout.map_or(base.timeout, |t| t.0),
+        per_try_timeout: route.per_try_timeout.map(|t| t.0).or(base.per_try_timeout),
+        retries: route
+            .retries
+            .as_ref()
+            .map_or(base.retries, |r| Arc::new(RetryPolicy::from_config(r))),
+        fallback: match &route.fallback {
+            Some(f) => Fallback::from_config(f, find),
+            None => base.fallback,
+        },
     }
 }
 
 /// Prepares an upstream's response for the app.
-fn from_upstream_response(response: Response<Incoming>) -> Response<Body> {
+fn from_upstream_response(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::Incoming(body))
+    Response::from_parts(parts, body)
 }

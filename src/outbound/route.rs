@@ -95,7 +95,18 @@ pub fn parse_route_host(text: &str) -> Result<(String, Option<u16>), String> {
 struct Entry {
     port: Option<u16>,
     prefix: String,
-    destination: usize,
+    target: RouteMatch,
+}
+
+/// What a request matched: a destination (by its index in the services,
+/// sorted by name) and the explicit route (its index in `routes`), if it
+/// matched one rather than a service name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// Index of the destination.
+    pub destination: usize,
+    /// Index of the explicit route.
+    pub route: Option<usize>,
 }
 
 /// Host (+ port) and path prefix -> destination index.
@@ -121,7 +132,7 @@ impl RouteTable {
             .collect();
         let mut by_host: HashMap<String, Vec<Entry>> = HashMap::new();
         let mut any_host = Vec::new();
-        for route in &outbound.routes {
+        for (route_index, route) in outbound.routes.iter().enumerate() {
             let (Ok((host, port)), Some(&destination)) = (
                 parse_route_host(&route.host),
                 index.get(route.service.as_str()),
@@ -131,7 +142,10 @@ impl RouteTable {
             let entry = Entry {
                 port,
                 prefix: route.path_prefix.clone(),
-                destination,
+                target: RouteMatch {
+                    destination,
+                    route: Some(route_index),
+                },
             };
             if host == ANY_HOST {
                 any_host.push(entry);
@@ -156,7 +170,10 @@ impl RouteTable {
                 by_host.entry(host).or_default().push(Entry {
                     port: None,
                     prefix: "/".to_owned(),
-                    destination,
+                    target: RouteMatch {
+                        destination,
+                        route: None,
+                    },
                 });
             }
         }
@@ -165,7 +182,7 @@ impl RouteTable {
 
     /// The destination for a target and path, if any route matches:
     /// routes for the host first, then routes for any host (`*`).
-    pub fn find(&self, target: &Target<'_>, path: &str) -> Option<usize> {
+    pub fn find(&self, target: &Target<'_>, path: &str) -> Option<RouteMatch> {
         let matches = |e: &&Entry| {
             (e.port.is_none() || e.port == target.port) && prefix_matches(&e.prefix, path)
         };
@@ -173,7 +190,7 @@ impl RouteTable {
             .get(target.host.as_ref())
             .and_then(|entries| entries.iter().find(matches))
             .or_else(|| self.any_host.iter().find(matches))
-            .map(|e| e.destination)
+            .map(|e| e.target)
     }
 }
 
@@ -190,7 +207,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DestinationConfig, HumanDuration, Located, RouteConfig};
+    use crate::config::{DestinationConfig, Located, RouteConfig};
 
     fn outbound(services: &[&str], routes: &[(&str, &str, &str)]) -> OutboundConfig {
         OutboundConfig {
@@ -200,12 +217,7 @@ mod tests {
                 .map(|name| {
                     let dst = DestinationConfig {
                         endpoints: vec![Located::new("127.0.0.1:1".parse().unwrap())],
-                        identity: None,
-                        namespace: None,
-                        transport: Default::default(),
-                        protocol: Default::default(),
-                        connect_timeout: HumanDuration::from_secs(1),
-                        timeout: HumanDuration::from_secs(1),
+                        ..DestinationConfig::default()
                     };
                     ((*name).to_owned(), Located::new(dst))
                 })
@@ -216,6 +228,10 @@ mod tests {
                     host: Located::new((*host).to_owned()),
                     path_prefix: (*prefix).to_owned(),
                     service: Located::new((*service).to_owned()),
+                    timeout: None,
+                    per_try_timeout: None,
+                    retries: None,
+                    fallback: None,
                 })
                 .collect(),
         }
@@ -277,7 +293,8 @@ mod tests {
         ];
         for (authority, path, want) in cases {
             let target = Target::parse(authority).unwrap();
-            assert_eq!(table.find(&target, path), *want, "{authority}{path}");
+            let found = table.find(&target, path).map(|m| m.destination);
+            assert_eq!(found, *want, "{authority}{path}");
         }
     }
 
@@ -299,7 +316,8 @@ mod tests {
         ];
         for (authority, path, want) in cases {
             let target = Target::parse(authority).unwrap();
-            assert_eq!(table.find(&target, path), *want, "{authority}{path}");
+            let found = table.find(&target, path).map(|m| m.destination);
+            assert_eq!(found, *want, "{authority}{path}");
         }
     }
 

@@ -2,23 +2,25 @@
 //! that collide, routes to services that do not exist, files that cannot be
 //! used. Each problem points at the place in the file it comes from.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{Config, ConfigError, Located, Position, Transport, UpstreamProtocol};
-use crate::identity::{ServiceName, SpiffeId, check_namespace, check_trust_domain};
+mod outbound;
+
+pub use self::outbound::expected_identity;
+use super::{Config, ConfigError, Located, Position, Transport};
+use crate::identity::{check_namespace, check_trust_domain};
 use crate::tls::{Credentials, TlsFile};
 
 /// Collects errors with their positions.
-struct Report<'a> {
+pub(super) struct Report<'a> {
     file: &'a Path,
     errors: Vec<ConfigError>,
 }
 
 impl Report<'_> {
-    fn error(&mut self, position: Position, message: impl Into<String>) {
+    pub(super) fn error(&mut self, position: Position, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.to_owned(),
             position,
@@ -60,8 +62,8 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
         }
     }
     if let Some(outbound) = &config.outbound {
-        check_services(config, outbound, r);
-        check_routes(outbound, r);
+        outbound::check_services(config, outbound, r);
+        outbound::check_routes(outbound, r);
     }
     check_limits(config, r);
     if let Some(tls) = &config.tls {
@@ -251,114 +253,6 @@ fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.port() != 0
         && a.port() == b.port()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-fn check_services(config: &Config, outbound: &super::OutboundConfig, r: &mut Report<'_>) {
-    for (name, dst) in &outbound.services {
-        let at = dst.position();
-        if let Err(e) = ServiceName::new(name) {
-            r.error(at, format!("outbound.services: {e}"));
-        }
-        if dst.endpoints.is_empty() {
-            r.error(at, format!("service {name:?} has no endpoints"));
-        }
-        for endpoint in &dst.endpoints {
-            if endpoint.port() == 0 {
-                r.error(endpoint.position(), "an endpoint needs a port other than 0");
-            }
-        }
-        if let Some(ns) = &dst.namespace {
-            if let Err(e) = check_namespace(ns) {
-                r.error(at, e.to_string());
-            }
-        }
-        if let Some(identity) = &dst.identity {
-            if *dst.transport == Transport::Plaintext {
-                r.error(
-                    identity.position(),
-                    format!(
-                        "service {name:?}: identity needs transport: mtls (plaintext checks none)"
-                    ),
-                );
-            } else if let Err(e) = expected_identity(config, name, dst) {
-                r.error(identity.position(), e);
-            }
-        }
-        if *dst.transport == Transport::Mtls && *dst.protocol != UpstreamProtocol::Auto {
-            r.error(
-                dst.protocol.position(),
-                format!("service {name:?}: protocol applies to transport: plaintext; the mesh link is always HTTP/2"),
-            );
-        }
-        for (field, value) in [
-            ("connect_timeout", dst.connect_timeout),
-            ("timeout", dst.timeout),
-        ] {
-            if value.is_zero() {
-                r.error(at, format!("service {name:?}: {field} must be more than 0"));
-            }
-        }
-    }
-}
-
-/// The identity a destination's endpoints must prove.
-pub fn expected_identity(
-    config: &Config,
-    name: &str,
-    dst: &super::DestinationConfig,
-) -> Result<SpiffeId, String> {
-    let namespace = dst.namespace.as_deref().unwrap_or(&config.namespace);
-    match dst.identity.as_ref().map(|i| i.get().as_str()) {
-        None => Ok(SpiffeId::for_service(&config.trust_domain, namespace, name)),
-        Some(text) if text.starts_with("spiffe://") => {
-            SpiffeId::parse(text).map_err(|e| e.to_string())
-        }
-        Some(text) => ServiceName::new(text)
-            .map(|sa| SpiffeId::for_service(&config.trust_domain, namespace, sa.as_str()))
-            .map_err(|e| format!("identity: {e} (give a service name or a spiffe:// id)")),
-    }
-}
-
-fn check_routes(outbound: &super::OutboundConfig, r: &mut Report<'_>) {
-    let mut seen: HashMap<(String, &str), Position> = HashMap::new();
-    for route in &outbound.routes {
-        if !outbound.services.contains_key(route.service.as_str()) {
-            let known: Vec<&str> = outbound.services.keys().map(String::as_str).collect();
-            r.error(
-                route.service.position(),
-                format!(
-                    "route to undefined service {:?} (defined: {})",
-                    route.service.get(),
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-        }
-        if let Err(e) = crate::outbound::route::parse_route_host(&route.host) {
-            r.error(route.host.position(), e);
-        }
-        if !route.path_prefix.starts_with('/') {
-            r.error(
-                route.host.position(),
-                format!("path_prefix {:?} must start with '/'", route.path_prefix),
-            );
-        }
-        let key = (route.host.to_ascii_lowercase(), route.path_prefix.as_str());
-        if let Some(first) = seen.insert(key, route.host.position()) {
-            r.error(
-                route.host.position(),
-                format!(
-                    "duplicate route for host {:?} and path_prefix {:?} (first at line {})",
-                    route.host.get(),
-                    route.path_prefix,
-                    first.line
-                ),
-            );
-        }
-    }
 }
 
 fn check_limits(config: &Config, r: &mut Report<'_>) {

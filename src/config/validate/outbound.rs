@@ -1,0 +1,262 @@
+//! Checks of `outbound:`: destinations, their resilience settings, routes.
+
+use std::collections::HashMap;
+
+use super::Report;
+use crate::config::{
+    Config, DestinationConfig, FallbackConfig, OutboundConfig, Position, RetryConfig, Transport,
+    UpstreamProtocol,
+};
+use crate::identity::{ServiceName, SpiffeId, check_namespace};
+
+pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut Report<'_>) {
+    for (name, dst) in &outbound.services {
+        let at = dst.position();
+        if let Err(e) = ServiceName::new(name) {
+            r.error(at, format!("outbound.services: {e}"));
+        }
+        match (&dst.dns, dst.endpoints.is_empty()) {
+            (None, true) => r.error(at, format!("service {name:?} needs `endpoints` or `dns`")),
+            (Some(dns), false) => r.error(
+                dns.position(),
+                format!("service {name:?}: give `endpoints` or `dns`, not both"),
+            ),
+            (Some(dns), true) => {
+                if let Err(e) = crate::outbound::discovery::parse_dns_target(dns) {
+                    r.error(dns.position(), e);
+                }
+                if dst.dns_refresh.is_zero() {
+                    r.error(
+                        dst.dns_refresh.position(),
+                        "dns_refresh must be more than 0",
+                    );
+                }
+            }
+            (None, false) => {}
+        }
+        for endpoint in &dst.endpoints {
+            if endpoint.port() == 0 {
+                r.error(endpoint.position(), "an endpoint needs a port other than 0");
+            }
+        }
+        if let Some(ns) = &dst.namespace {
+            if let Err(e) = check_namespace(ns) {
+                r.error(at, e.to_string());
+            }
+        }
+        if let Some(identity) = &dst.identity {
+            if *dst.transport == Transport::Plaintext {
+                r.error(
+                    identity.position(),
+                    format!(
+                        "service {name:?}: identity needs transport: mtls (plaintext checks none)"
+                    ),
+                );
+            } else if let Err(e) = expected_identity(config, name, dst) {
+                r.error(identity.position(), e);
+            }
+        }
+        if *dst.transport == Transport::Mtls && *dst.protocol != UpstreamProtocol::Auto {
+            r.error(
+                dst.protocol.position(),
+                format!("service {name:?}: protocol applies to transport: plaintext; the mesh link is always HTTP/2"),
+            );
+        }
+        for (field, value) in [
+            ("connect_timeout", Some(dst.connect_timeout)),
+            ("timeout", Some(dst.timeout)),
+            ("per_try_timeout", dst.per_try_timeout),
+            ("idle_timeout", Some(dst.idle_timeout)),
+        ] {
+            if value.is_some_and(|v| v.is_zero()) {
+                r.error(at, format!("service {name:?}: {field} must be more than 0"));
+            }
+        }
+        check_resilience(name, dst, r);
+        if let Some(fallback) = &dst.fallback {
+            check_fallback(fallback, outbound, at, r);
+        }
+    }
+}
+
+/// Ranges of the retry, budget, limit, ejection and breaker settings.
+fn check_resilience(name: &str, dst: &DestinationConfig, r: &mut Report<'_>) {
+    check_retries(&dst.retries, r);
+    let budget = &dst.retry_budget;
+    if !(0.0..=1.0).contains(budget.ratio.get()) {
+        r.error(
+            budget.ratio.position(),
+            "retry_budget.ratio must be from 0 to 1",
+        );
+    }
+    if budget.window.is_zero() {
+        r.error(
+            budget.window.position(),
+            "retry_budget.window must be more than 0",
+        );
+    }
+    let limits = &dst.limits;
+    if limits.max_connections == 0 || limits.max_pending == 0 || limits.max_requests == 0 {
+        r.error(
+            Position::default(),
+            format!("service {name:?}: limits must be at least 1"),
+        );
+    }
+    let outlier = &dst.outlier_detection;
+    if *outlier.consecutive_failures == 0 {
+        r.error(
+            outlier.consecutive_failures.position(),
+            "outlier_detection.consecutive_failures must be at least 1",
+        );
+    }
+    if *outlier.max_ejected_percent > 100 {
+        r.error(
+            outlier.max_ejected_percent.position(),
+            "outlier_detection.max_ejected_percent is a percentage, 0 to 100",
+        );
+    }
+    if let Some(breaker) = &dst.breaker {
+        if *breaker.error_threshold_percent > 100 {
+            r.error(
+                breaker.error_threshold_percent.position(),
+                "breaker.error_threshold_percent is a percentage, 0 to 100",
+            );
+        }
+        let buckets = *breaker.buckets;
+        if buckets == 0 || buckets > 1000 {
+            r.error(
+                breaker.buckets.position(),
+                "breaker.buckets must be from 1 to 1000",
+            );
+        } else if breaker.window.0 / buckets < std::time::Duration::from_millis(10) {
+            r.error(
+                breaker.window.position(),
+                "breaker.window must allow 10ms per bucket",
+            );
+        }
+    }
+}
+
+fn check_retries(retries: &RetryConfig, r: &mut Report<'_>) {
+    if !(1..=10).contains(retries.attempts.get()) {
+        r.error(
+            retries.attempts.position(),
+            "retries.attempts must be from 1 to 10",
+        );
+    }
+    if retries.backoff_base.0 > retries.backoff_max.0 {
+        r.error(
+            retries.attempts.position(),
+            "retries.backoff_base must not be more than backoff_max",
+        );
+    }
+    if retries.max_body.0 > 16 * 1024 * 1024 {
+        r.error(
+            retries.max_body.position(),
+            "retries.max_body must be at most 16MiB",
+        );
+    }
+}
+
+/// A fallback is a static response or another service, not both.
+fn check_fallback(
+    fallback: &FallbackConfig,
+    outbound: &OutboundConfig,
+    at: Position,
+    r: &mut Report<'_>,
+) {
+    let is_static =
+        fallback.status.is_some() || fallback.body.is_some() || !fallback.headers.is_empty();
+    match &fallback.service {
+        Some(service) if is_static => r.error(
+            service.position(),
+            "a fallback is a service or a static response (status, headers, body), not both",
+        ),
+        Some(service) if !outbound.services.contains_key(service.as_str()) => r.error(
+            service.position(),
+            format!("fallback to undefined service {:?}", service.get()),
+        ),
+        _ => {}
+    }
+    if let Some(status) = &fallback.status {
+        if !(100..=599).contains(status.get()) {
+            r.error(status.position(), "fallback status must be from 100 to 599");
+        }
+    }
+    for (name, value) in &fallback.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value).is_err()
+        {
+            r.error(
+                at,
+                format!("fallback header {name:?} is not a valid header"),
+            );
+        }
+    }
+}
+
+/// The identity a destination's endpoints must prove.
+pub fn expected_identity(
+    config: &Config,
+    name: &str,
+    dst: &DestinationConfig,
+) -> Result<SpiffeId, String> {
+    let namespace = dst.namespace.as_deref().unwrap_or(&config.namespace);
+    match dst.identity.as_ref().map(|i| i.get().as_str()) {
+        None => Ok(SpiffeId::for_service(&config.trust_domain, namespace, name)),
+        Some(text) if text.starts_with("spiffe://") => {
+            SpiffeId::parse(text).map_err(|e| e.to_string())
+        }
+        Some(text) => ServiceName::new(text)
+            .map(|sa| SpiffeId::for_service(&config.trust_domain, namespace, sa.as_str()))
+            .map_err(|e| format!("identity: {e} (give a service name or a spiffe:// id)")),
+    }
+}
+
+pub(super) fn check_routes(outbound: &OutboundConfig, r: &mut Report<'_>) {
+    let mut seen: HashMap<(String, &str), Position> = HashMap::new();
+    for route in &outbound.routes {
+        if !outbound.services.contains_key(route.service.as_str()) {
+            let known: Vec<&str> = outbound.services.keys().map(String::as_str).collect();
+            r.error(
+                route.service.position(),
+                format!(
+                    "route to undefined service {:?} (defined: {})",
+                    route.service.get(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if let Err(e) = crate::outbound::route::parse_route_host(&route.host) {
+            r.error(route.host.position(), e);
+        }
+        if !route.path_prefix.starts_with('/') {
+            r.error(
+                route.host.position(),
+                format!("path_prefix {:?} must start with '/'", route.path_prefix),
+            );
+        }
+        if let Some(retries) = &route.retries {
+            check_retries(retries, r);
+        }
+        if let Some(fallback) = &route.fallback {
+            check_fallback(fallback, outbound, route.host.position(), r);
+        }
+        let key = (route.host.to_ascii_lowercase(), route.path_prefix.as_str());
+        if let Some(first) = seen.insert(key, route.host.position()) {
+            r.error(
+                route.host.position(),
+                format!(
+                    "duplicate route for host {:?} and path_prefix {:?} (first at line {})",
+                    route.host.get(),
+                    route.path_prefix,
+                    first.line
+                ),
+            );
+        }
+    }
+}

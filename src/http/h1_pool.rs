@@ -1,0 +1,325 @@
+//! A pool of HTTP/1.1 keep-alive connections to one address.
+//!
+//! Written for the proxy rather than taken from hyper-util's pooled client,
+//! because a proxy needs three things that client does not give:
+//! - an idle connection is never used after the server's own keep-alive
+//!   timeout (learned from `Keep-Alive: timeout=N`) or our idle timeout;
+//! - a request that a dying pooled connection never sent comes back and
+//!   goes out again on a fresh connection, and the caller learns whether a
+//!   failed request may have reached the server (for safe retries);
+//! - the number of open connections is known, to enforce a limit.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HeaderMap};
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::server::HeaderLimits;
+use super::{Body, BoxError, ProxyError};
+
+/// Idle connections kept at most.
+const MAX_IDLE: usize = 512;
+/// An advertised keep-alive timeout is cut by this much, so we stop using
+/// a connection before the server may close it.
+const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Settings of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Bound on the TCP connect.
+    pub connect_timeout: Duration,
+    /// Idle connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Header limits for responses.
+    pub limits: HeaderLimits,
+}
+
+/// HTTP/1.1 connections to one address.
+#[derive(Debug)]
+pub struct H1Pool {
+    addr: SocketAddr,
+    settings: PoolSettings,
+    idle: Mutex<Vec<Idle>>,
+    open: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Body>,
+    expires: Instant,
+}
+
+impl H1Pool {
+    /// An empty pool for `addr`.
+    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Self {
+        Self {
+            addr,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Idle connections waiting in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Sends `req` (whose URI and headers are ready) on an idle connection,
+    /// or a new one. A pooled connection that turns out dead before the
+    /// request was handed to it is replaced at once; the request never
+    /// notices.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        loop {
+            let (mut sender, reused) = match self.checkout().await {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.pooled(response, sender)),
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if reused => {
+                        debug!(addr = %self.addr, "pooled connection closed before use; reconnecting");
+                        req = unsent;
+                    }
+                    _ => {
+                        return Err(ProxyError::Upstream {
+                            addr: self.addr,
+                            source: err.into_error().into(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still good.
+    async fn checkout(&self) -> Option<SendRequest<Body>> {
+        loop {
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.pop()?
+            };
+            if idle.sender.is_closed() || idle.expires <= Instant::now() {
+                continue; // dropping it closes the connection
+            }
+            let mut sender = idle.sender;
+            // The connection finishes the previous response a moment after
+            // its body ends; this wait is that moment.
+            match tokio::time::timeout(Duration::from_secs(1), sender.ready()).await {
+                Ok(Ok(())) => return Some(sender),
+                _ => continue,
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
+        let addr = self.addr;
+        if self.open.load(Ordering::Relaxed) >= self.settings.max_connections {
+            return Err(ProxyError::Overloaded {
+                limit: "max-connections",
+            });
+        }
+        let timeout = self.settings.connect_timeout;
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout {
+                addr,
+                after: timeout,
+            })?
+            .map_err(|source| ProxyError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let limits = self.settings.limits;
+        let (sender, connection) = http1::Builder::new()
+            .max_buf_size(limits.max_bytes.max(8192))
+            .max_headers(limits.max_count)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|source| ProxyError::Upstream {
+                addr,
+                source: source.into(),
+            })?;
+        let open = self.open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%addr, error = %e, "HTTP/1.1 connection ended");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(sender)
+    }
+
+    /// Wraps the response so its connection returns to the pool once the
+    /// body has been read to the end (if the server keeps it alive).
+    fn pooled(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<Body>,
+    ) -> Response<Body> {
+        let keep = keep_alive_for(response.headers(), self.settings.idle_timeout);
+        let (parts, body) = response.into_parts();
+        let give_back = keep.map(|for_how_long| GiveBack {
+            pool: self.clone(),
+            sender,
+            expires: Instant::now() + for_how_long,
+        });
+        let body = PooledBody {
+            inner: body,
+            give_back,
+        };
+        Response::from_parts(parts, Body::pooled(body))
+    }
+
+    fn give_back(&self, sender: SendRequest<Body>, expires: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        idle.retain(|i| i.expires > now && !i.sender.is_closed());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, expires });
+        }
+    }
+}
+
+/// How long the connection may stay idle after this response, or `None`
+/// if the server closes it.
+pub fn keep_alive_for(headers: &HeaderMap, idle_timeout: Duration) -> Option<Duration> {
+    let closes = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    if closes {
+        return None;
+    }
+    let advertised = headers
+        .get("keep-alive")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',').find_map(|param| {
+                let (key, value) = param.split_once('=')?;
+                (key.trim().eq_ignore_ascii_case("timeout"))
+                    .then(|| value.trim().parse::<u64>().ok())
+                    .flatten()
+            })
+        })
+        .map(|secs| Duration::from_secs(secs).saturating_sub(KEEP_ALIVE_MARGIN));
+    match advertised {
+        Some(Duration::ZERO) => None,
+        Some(advertised) => Some(advertised.min(idle_timeout)),
+        None => Some(idle_timeout),
+    }
+}
+
+struct GiveBack {
+    pool: Arc<H1Pool>,
+    sender: SendRequest<Body>,
+    expires: Instant,
+}
+
+/// A response body that hands its connection back when it ends.
+pub struct PooledBody {
+    inner: Incoming,
+    give_back: Option<GiveBack>,
+}
+
+impl PooledBody {
+    fn done(&mut self) {
+        if let Some(g) = self.give_back.take() {
+            g.pool.give_back(g.sender, g.expires);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.done(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done(),
+            // A broken body means a broken connection: never reuse it.
+            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn keep_alive_follows_what_the_server_says() {
+        let idle = Duration::from_secs(60);
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers, Option<u64>)] = &[
+            (&[], Some(60)),
+            (&[("keep-alive", "timeout=5, max=100")], Some(4)),
+            (&[("keep-alive", "max=5")], Some(60)),
+            (&[("keep-alive", "timeout=120")], Some(60)),
+            (&[("keep-alive", "timeout=1")], None),
+            (&[("connection", "close")], None),
+            (&[("connection", "keep-alive, Close")], None),
+            (&[("keep-alive", "timeout=abc")], Some(60)),
+        ];
+        for (pairs, want) in cases {
+            let got = keep_alive_for(&headers(pairs), idle).map(|d| d.as_secs());
+            assert_eq!(got, *want, "{pairs:?}");
+        }
+    }
+}

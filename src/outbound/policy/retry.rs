@@ -1,0 +1,334 @@
+//! Retries: a failed attempt is sent again when the route's conditions
+//! match, when it is safe, and when the destination's budget allows.
+//!
+//! Safe means: the request provably never reached the app (no connection,
+//! a refused stream, the far sidecar could not reach its app), or it is
+//! idempotent (RFC 9110: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it
+//! carries an `Idempotency-Key`, or the route opts in. The budget (tower's
+//! `TpsBudget`, Finagle's design) lets retries add at most a share of the
+//! requests, plus a few per second, so a failing destination never gets a
+//! retry storm. Backoff is exponential with full jitter; a retry never
+//! starts when its backoff would end after the deadline. The body is kept
+//! for replay up to `max_body`; larger bodies are not retried.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::{Layer, Service};
+
+use super::{RequestContext, ResponseFuture, RetryPolicy, backoff};
+use crate::config::RetryOn;
+use crate::http::replay::ReplayBody;
+use crate::http::{Body, BoxError, ProxyError, grpc};
+use crate::metrics::ResilienceMetrics;
+use crate::outbound::outcome::Outcome;
+
+/// Header on retried requests: which attempt this is (2, 3, ...).
+pub const ATTEMPT_HEADER: &str = "pilotfish-attempt";
+
+/// Whether a method is idempotent (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The condition that calls for a retry of this outcome, if any.
+pub fn condition(on: &[RetryOn], outcome: Outcome) -> Option<RetryOn> {
+    on.iter().copied().find(|c| matches(*c, outcome))
+}
+
+fn matches(on: RetryOn, outcome: Outcome) -> bool {
+    use Outcome::{ConnectFailure, RefusedStream, Reset, Response, Timeout};
+    match (on, outcome) {
+        (RetryOn::ConnectFailure, ConnectFailure) => true,
+        (RetryOn::ConnectFailure, Response { unreached, .. }) => unreached,
+        (RetryOn::RefusedStream, RefusedStream) => true,
+        (RetryOn::Reset, Reset) => true,
+        (RetryOn::PerTryTimeout, Timeout) => true,
+        (RetryOn::FiveXx, ConnectFailure | RefusedStream | Reset | Timeout) => true,
+        (RetryOn::FiveXx, Response { status, .. }) => status >= 500,
+        (RetryOn::GatewayError, ConnectFailure | RefusedStream | Timeout) => true,
+        (RetryOn::GatewayError, Response { status, .. }) => matches!(status, 502..=504),
+        (RetryOn::Status(code), Response { status, .. }) => code == status,
+        (RetryOn::Grpc(code), Response { grpc, .. }) => grpc == Some(code.code()),
+        _ => false,
+    }
+}
+
+/// Whether a retry is allowed to send this request again.
+pub fn is_safe(req_idempotent: bool, policy: &RetryPolicy, outcome: Outcome) -> bool {
+    outcome.unreached() || req_idempotent || policy.non_idempotent
+}
+
+/// Retries failed attempts of one destination.
+#[derive(Clone)]
+pub struct RetryLayer {
+    budget: Arc<TpsBudget>,
+    metrics: ResilienceMetrics,
+}
+
+impl RetryLayer {
+    /// Retries within `budget`, counted in the destination's `metrics`.
+    pub fn new(budget: Arc<TpsBudget>, metrics: ResilienceMetrics) -> Self {
+        Self { budget, metrics }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`RetryLayer`].
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    layer: RetryLayer,
+}
+
+impl<S> Service<Request<Body>> for Retry<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = ProxyError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
+        self.layer.budget.deposit();
+        let Some(ctx) = RequestContext::of(&req).cloned() else {
+            return Box::pin(self.inner.clone().call(req));
+        };
+        if ctx.route.retries.attempts <= 1 {
+            return Box::pin(self.inner.clone().call(req));
+        }
+        Box::pin(retry_loop(self.inner.clone(), self.layer.clone(), ctx, req))
+    }
+}
+
+async fn retry_loop<S>(
+    inner: S,
+    layer: RetryLayer,
+    ctx: RequestContext,
+    req: Request<Body>,
+) -> Result<Response<Body>, ProxyError>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let policy = ctx.route.retries.clone();
+    let idempotent = is_idempotent(req.method()) || req.headers().contains_key("idempotency-key");
+    let (parts, body) = req.into_parts();
+    let replay = (!body.is_end_stream()).then(|| ReplayBody::new(body, policy.max_body));
+    // A view of the body for each attempt; `None` once it cannot be replayed.
+    let next_body = || match &replay {
+        None => Some(Body::Empty),
+        Some(replay) => replay.replay().map(|view| Body::Boxed(view.boxed_unsync())),
+    };
+    let mut body = next_body().unwrap_or_default();
+    let mut attempt = 1;
+    loop {
+        let mut req = Request::from_parts(parts.clone(), body);
+        if attempt > 1 {
+            req.headers_mut()
+                .insert(ATTEMPT_HEADER, HeaderValue::from(attempt));
+        }
+        let (result, outcome) = attempt_outcome(inner.clone().call(req).await, &policy).await;
+        let Some(reason) = condition(&policy.on, outcome) else {
+            return result;
+        };
+        let replayable = replay.as_ref().is_none_or(ReplayBody::can_replay);
+        if attempt >= policy.attempts || !replayable || !is_safe(idempotent, &policy, outcome) {
+            return result;
+        }
+        let wait = backoff::next(policy.backoff_base, policy.backoff_max, attempt);
+        if ctx.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            return result; // the backoff would outlast the request
+        }
+        if !layer.budget.withdraw() {
+            layer.metrics.budget_exhausted();
+            return result;
+        }
+        let Some(again) = next_body() else {
+            return result; // grew past max_body meanwhile
+        };
+        layer.metrics.retry(&reason.to_string());
+        tokio::time::sleep(wait).await;
+        body = again;
+        attempt += 1;
+    }
+}
+
+/// Classifies an attempt; for gRPC responses whose status is in the
+/// trailers (the usual case), looks at the first frame when the policy has
+/// gRPC conditions, and puts it back in front of the body.
+async fn attempt_outcome(
+    result: Result<Response<Body>, ProxyError>,
+    policy: &RetryPolicy,
+) -> (Result<Response<Body>, ProxyError>, Outcome) {
+    let outcome = Outcome::of(&result);
+    let wants_trailers = policy.on.iter().any(|on| matches!(on, RetryOn::Grpc(_)));
+    let Ok(response) = result else {
+        return (result, outcome);
+    };
+    let Outcome::Response {
+        status,
+        grpc: None,
+        unreached,
+    } = outcome
+    else {
+        return (Ok(response), outcome);
+    };
+    if !wants_trailers || !grpc::is_grpc(response.headers()) {
+        return (Ok(response), outcome);
+    }
+    let (parts, mut body) = response.into_parts();
+    let first = body.frame().await;
+    let trailer_status = first
+        .as_ref()
+        .and_then(|f| f.as_ref().ok())
+        .and_then(|f| f.trailers_ref())
+        .and_then(grpc::status);
+    let body = Body::Boxed(
+        Prepend {
+            first: Some(first),
+            rest: body,
+        }
+        .boxed_unsync(),
+    );
+    let outcome = Outcome::Response {
+        status,
+        grpc: trailer_status,
+        unreached,
+    };
+    (Ok(Response::from_parts(parts, body)), outcome)
+}
+
+/// A body with one frame already read, put back in front.
+struct Prepend {
+    first: Option<Option<Result<Frame<Bytes>, BoxError>>>,
+    rest: Body,
+}
+
+impl http_body::Body for Prepend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(first);
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GrpcCode;
+
+    fn response(status: u16, grpc: Option<u32>, unreached: bool) -> Outcome {
+        Outcome::Response {
+            status,
+            grpc,
+            unreached,
+        }
+    }
+
+    #[test]
+    fn conditions() {
+        use Outcome::*;
+        let cases: &[(RetryOn, Outcome, bool)] = &[
+            (RetryOn::ConnectFailure, ConnectFailure, true),
+            (RetryOn::ConnectFailure, response(503, None, true), true),
+            (RetryOn::ConnectFailure, response(503, None, false), false),
+            (RetryOn::ConnectFailure, Reset, false),
+            (RetryOn::RefusedStream, RefusedStream, true),
+            (RetryOn::Reset, Reset, true),
+            (RetryOn::PerTryTimeout, Timeout, true),
+            (RetryOn::FiveXx, response(500, None, false), true),
+            (RetryOn::FiveXx, response(404, None, false), false),
+            (RetryOn::FiveXx, Timeout, true),
+            (RetryOn::GatewayError, response(503, None, false), true),
+            (RetryOn::GatewayError, response(500, None, false), false),
+            (RetryOn::Status(429), response(429, None, false), true),
+            (RetryOn::Status(429), response(503, None, false), false),
+            (
+                RetryOn::Grpc(GrpcCode::Unavailable),
+                response(200, Some(14), false),
+                true,
+            ),
+            (
+                RetryOn::Grpc(GrpcCode::Unavailable),
+                response(200, Some(0), false),
+                false,
+            ),
+            (RetryOn::FiveXx, Local, false),
+        ];
+        for (on, outcome, want) in cases {
+            assert_eq!(matches(*on, *outcome), *want, "{on} on {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn safety() {
+        let policy = RetryPolicy {
+            attempts: 3,
+            on: vec![RetryOn::FiveXx],
+            backoff_base: std::time::Duration::from_millis(25),
+            backoff_max: std::time::Duration::from_millis(250),
+            non_idempotent: false,
+            max_body: 1024,
+        };
+        let reached = response(503, None, false);
+        assert!(is_safe(true, &policy, reached), "idempotent");
+        assert!(
+            !is_safe(false, &policy, reached),
+            "POST that reached the app"
+        );
+        assert!(
+            is_safe(false, &policy, Outcome::ConnectFailure),
+            "never reached"
+        );
+        assert!(is_safe(false, &policy, Outcome::RefusedStream));
+        assert!(
+            is_safe(false, &policy, response(503, None, true)),
+            "far app unreachable"
+        );
+        let opted_in = RetryPolicy {
+            non_idempotent: true,
+            ..policy
+        };
+        assert!(is_safe(false, &opted_in, reached));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}
