@@ -1,4 +1,5 @@
-//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`.
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`,
+//! `/destinations`.
 //! Plain HTTP/1.1, meant for loopback or the pod network only.
 
 use std::convert::Infallible;
@@ -46,6 +47,19 @@ impl AdminState {
             registry,
             live,
         }
+    }
+
+    /// Every destination with its endpoints, their health and load, and
+    /// its breaker, as JSON.
+    fn destinations_json(&self) -> String {
+        let now = tokio::time::Instant::now();
+        let statuses: Vec<_> = self
+            .live
+            .outbound()
+            .map(|o| o.destinations().iter().map(|d| d.status(now)).collect())
+            .unwrap_or_default();
+        serde_json::to_string_pretty(&statuses)
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
     /// The config in force as YAML, with its load time.
@@ -106,6 +120,11 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
             Phase::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n"),
         },
         "/metrics" => metrics(&state.registry),
+        "/destinations" => with_type(
+            StatusCode::OK,
+            state.destinations_json(),
+            "application/json",
+        ),
         "/config" => with_type(
             StatusCode::OK,
             state.config_yaml(),
@@ -113,7 +132,7 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /metrics or /config\n",
+            "not found; try /live, /ready, /metrics, /config or /destinations\n",
         ),
     }
 }

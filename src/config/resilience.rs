@@ -155,8 +155,8 @@ pub struct RetryConfig {
     /// retries off.
     #[serde(default = "defaults::attempts")]
     pub attempts: Located<u32>,
-    /// When to retry (default: connect-failure and refused-stream, the
-    /// failures that prove the app never saw the request).
+    /// When to retry (default: connect-failure, refused-stream and reset;
+    /// a reset retries only requests that are safe to repeat).
     #[serde(default = "defaults::retry_on")]
     pub on: Vec<Located<RetryOn>>,
     /// Backoff before retry N: random in [0, min(max, base * 2^N)) ("full
@@ -195,7 +195,8 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
-    /// Share of requests that may be retries (default 0.2).
+    /// Retries allowed per request, on average (default 0.2: 20%; above 1
+    /// allows several retries per request).
     #[serde(default = "defaults::budget_ratio")]
     pub ratio: Located<f64>,
     /// Retries always allowed per second, so low traffic can retry too
@@ -328,12 +329,15 @@ mod defaults {
     pub fn attempts() -> Located<u32> {
         Located::new(2)
     }
-    /// The two conditions that prove the app never saw the request, so
-    /// retrying them is always safe.
+    /// The failures of the connection rather than of the app: the first
+    /// two prove the app never saw the request; a reset (say, a keep-alive
+    /// connection the server closed as we sent) retries only requests that
+    /// are safe to repeat.
     pub fn retry_on() -> Vec<Located<RetryOn>> {
         vec![
             Located::new(RetryOn::ConnectFailure),
             Located::new(RetryOn::RefusedStream),
+            Located::new(RetryOn::Reset),
         ]
     }
     pub fn backoff_base() -> HumanDuration {

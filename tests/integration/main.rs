@@ -12,6 +12,7 @@ mod errors;
 mod mtls;
 mod proxy;
 mod reload;
+mod resilience;
 mod rotation;
 mod shutdown;
 mod streaming;

@@ -83,16 +83,16 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
 fn check_resilience(name: &str, dst: &DestinationConfig, r: &mut Report<'_>) {
     check_retries(&dst.retries, r);
     let budget = &dst.retry_budget;
-    if !(0.0..=1.0).contains(budget.ratio.get()) {
+    if !(0.0..=100.0).contains(budget.ratio.get()) {
         r.error(
             budget.ratio.position(),
-            "retry_budget.ratio must be from 0 to 1",
+            "retry_budget.ratio must be from 0 to 100",
         );
     }
-    if budget.window.is_zero() {
+    if !(1..=60).contains(&budget.window.as_secs()) {
         r.error(
             budget.window.position(),
-            "retry_budget.window must be more than 0",
+            "retry_budget.window must be from 1s to 60s",
         );
     }
     let limits = &dst.limits;

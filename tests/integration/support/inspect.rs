@@ -24,6 +24,18 @@ pub async fn metric(sidecar: &Sidecar, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The sum of every series on `/metrics` that starts with `prefix`, e.g.
+/// `pilotfish_requests_total{direction="inbound"` over all statuses.
+pub async fn metric_sum(sidecar: &Sidecar, prefix: &str) -> f64 {
+    let text = collect(send_h1(sidecar.admin, get("admin", "/metrics")).await)
+        .await
+        .text();
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Waits until `series` on `/metrics` reaches `value`; panics after
 /// `timeout` with the value last seen.
 pub async fn wait_metric(

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod client;
+pub mod demo_app;
 pub mod files;
 pub mod inspect;
 pub mod load;
@@ -15,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use client::*;
+pub use demo_app::DemoApp;
 pub use files::K8sMount;
-pub use inspect::{metric, serial_of_file, served_serial, wait_metric};
+pub use inspect::{metric, metric_sum, serial_of_file, served_serial, wait_metric};
 pub use load::Load;
 pub use pair::Pair;
 pub use sidecar::{Sidecar, SidecarConfig};

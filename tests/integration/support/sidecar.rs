@@ -20,6 +20,7 @@ pub struct SidecarConfig {
     ca: PathBuf,
     leaf: Leaf,
     inbound_app: Option<SocketAddr>,
+    inbound_listen: Option<SocketAddr>,
     inbound_extra: String,
     tls_extra: String,
     outbound: Vec<(String, Vec<SocketAddr>, String)>,
@@ -46,6 +47,7 @@ impl SidecarConfig {
             ca,
             leaf,
             inbound_app: None,
+            inbound_listen: None,
             inbound_extra: String::new(),
             tls_extra: String::new(),
             outbound: Vec::new(),
@@ -58,6 +60,12 @@ impl SidecarConfig {
     /// Accept mesh traffic for the app at `app`.
     pub fn inbound(mut self, app: SocketAddr) -> Self {
         self.inbound_app = Some(app);
+        self
+    }
+
+    /// Accept mesh traffic on `listen` (instead of a free port).
+    pub fn inbound_listen(mut self, listen: SocketAddr) -> Self {
+        self.inbound_listen = Some(listen);
         self
     }
 
@@ -111,8 +119,11 @@ impl SidecarConfig {
             self.tls_extra,
         );
         if let Some(app) = self.inbound_app {
+            let listen = self
+                .inbound_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
             y.push_str(&format!(
-                "inbound:\n  listen: 127.0.0.1:0\n  app: {app}\n{}",
+                "inbound:\n  listen: {listen}\n  app: {app}\n{}",
                 self.inbound_extra
             ));
         }
@@ -161,20 +172,42 @@ impl Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("sidecar.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
-        Self::spawn(config_path, dir)
+        Self::spawn(config_path, dir, None)
     }
 
     /// Starts a sidecar from a config file that the test manages.
     pub fn start_at(config_path: &std::path::Path) -> Self {
-        Self::spawn(
-            config_path.to_owned(),
-            tempfile::tempdir().expect("temp dir"),
-        )
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn(config_path.to_owned(), dir, None)
     }
 
-    fn spawn(config_path: PathBuf, dir: tempfile::TempDir) -> Self {
+    /// Starts a sidecar whose `/etc/hosts` is `hosts` (a file the test may
+    /// rewrite in place), in a private mount namespace (needs root).
+    pub fn start_with_hosts(config: &SidecarConfig, hosts: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("sidecar.yaml");
+        std::fs::write(&config_path, config.yaml()).expect("write config");
+        Self::spawn(config_path, dir, Some(hosts.to_owned()))
+    }
+
+    fn spawn(config_path: PathBuf, dir: tempfile::TempDir, hosts: Option<PathBuf>) -> Self {
         let yaml = std::fs::read_to_string(&config_path).unwrap_or_default();
-        let mut child = Command::new(bin())
+        let mut command = match &hosts {
+            None => Command::new(bin()),
+            Some(hosts) => {
+                let mut c = Command::new("unshare");
+                c.args([
+                    "--mount",
+                    "sh",
+                    "-c",
+                    "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+                    path_str(hosts),
+                    bin(),
+                ]);
+                c
+            }
+        };
+        let mut child = command
             .args(["run", "--config", path_str(&config_path)])
             .env_remove("PILOTFISH_LOG")
             .stdin(Stdio::null())

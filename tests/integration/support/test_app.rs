@@ -11,6 +11,7 @@
 //! - `/status/CODE`: that status
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,66 +41,67 @@ pub struct TestApp {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     client_serials: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
     /// Starts on a free loopback port.
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, KeepAlive::Normal).await
     }
 
     /// Starts serving HTTPS with `tls` (which may require client
     /// certificates); the serials of the client certificates presented
     /// are recorded.
     pub async fn start_tls(tls: rustls::ServerConfig) -> Self {
-        Self::start_with(Some(Arc::new(tls))).await
+        Self::start_with(Some(Arc::new(tls)), KeepAlive::Normal).await
     }
 
-    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    /// Starts a server that closes keep-alive connections at random
+    /// moments (a few milliseconds after each one opens or is used).
+    pub async fn start_closing_connections_at_random() -> Self {
+        Self::start_with(None, KeepAlive::Chaos).await
+    }
+
+    /// Starts a server that answers `Keep-Alive: timeout=N` and closes
+    /// connections idle for that long, as Node.js and Apache do.
+    pub async fn start_with_keep_alive_timeout(timeout: Duration) -> Self {
+        Self::start_with(None, KeepAlive::Advertised(timeout)).await
+    }
+
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>, mode: KeepAlive) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let client_serials = Arc::new(Mutex::new(Vec::new()));
-        let (seen2, serials2) = (seen.clone(), client_serials.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (seen2, serials2, count) = (seen.clone(), client_serials.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let seen = seen2.clone();
-                let serials = serials2.clone();
-                let tls = tls.clone();
+                count.fetch_add(1, Ordering::Relaxed);
+                let (seen, serials, tls) = (seen2.clone(), serials2.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, seen.clone()));
-                    // Limits well above the sidecar's, so that any 431 in a
-                    // test comes from the sidecar under test.
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    builder.http1().max_headers(1000).max_buf_size(1 << 20);
-                    builder.http2().max_header_list_size(1 << 20);
                     match tls {
-                        None => {
-                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-                        }
+                        None => serve(Box::new(tcp), seen, mode).await,
                         Some(tls) => {
                             let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await
                             else {
                                 return;
                             };
-                            if let Some(cert) = stream
+                            let peer = stream
                                 .get_ref()
                                 .1
                                 .peer_certificates()
-                                .and_then(|c| c.first())
-                            {
-                                serials
-                                    .lock()
-                                    .expect("serials")
-                                    .push(super::inspect::serial_of_der(cert.as_ref()));
+                                .and_then(|c| c.first());
+                            if let Some(cert) = peer {
+                                let serial = super::inspect::serial_of_der(cert.as_ref());
+                                serials.lock().expect("serials").push(serial);
                             }
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            serve(Box::new(stream), seen, mode).await;
                         }
                     }
                 });
@@ -109,8 +111,14 @@ impl TestApp {
             addr,
             seen,
             client_serials,
+            connections,
             task,
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Serials of the client certificates presented so far (TLS only).
@@ -135,6 +143,48 @@ impl Drop for TestApp {
     }
 }
 
+/// How the server treats keep-alive connections.
+#[derive(Debug, Clone, Copy)]
+enum KeepAlive {
+    /// Keeps them as long as the client wants.
+    Normal,
+    /// Closes each a few milliseconds after it opens or serves a request.
+    Chaos,
+    /// Says `Keep-Alive: timeout=N` and closes idle ones after N.
+    Advertised(Duration),
+}
+
+/// A connection of either kind, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Serves one connection the way `mode` says.
+async fn serve(io: Box<dyn Io>, seen: Arc<Mutex<Vec<Seen>>>, mode: KeepAlive) {
+    let io = TokioIo::new(io);
+    let service = service_fn(move |req| handle(req, seen.clone(), mode));
+    // Limits well above the sidecar's, so that any 431 in a test comes
+    // from the sidecar under test.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_headers(1000).max_buf_size(1 << 20);
+    builder.http2().max_header_list_size(1 << 20);
+    if let KeepAlive::Advertised(idle) = mode {
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(idle);
+    }
+    let connection = builder.serve_connection(io, service).into_owned();
+    tokio::pin!(connection);
+    if let KeepAlive::Chaos = mode {
+        let soon = Duration::from_millis(fastrand::u64(1..30));
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = tokio::time::sleep(soon) => connection.as_mut().graceful_shutdown(),
+        }
+    }
+    let _ = connection.await;
+}
+
 fn full(body: impl Into<Bytes>) -> AppBody {
     Full::new(body.into()).map_err(|e| match e {}).boxed()
 }
@@ -147,6 +197,19 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<u64> {
 }
 
 async fn handle(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    mode: KeepAlive,
+) -> Result<Response<AppBody>, BoxError> {
+    let mut response = route(req, seen).await?;
+    if let KeepAlive::Advertised(t) = mode {
+        let value = format!("timeout={}", t.as_secs());
+        response.headers_mut().insert("keep-alive", value.parse()?);
+    }
+    Ok(response)
+}
+
+async fn route(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<AppBody>, BoxError> {

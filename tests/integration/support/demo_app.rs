@@ -1,0 +1,71 @@
+//! A demo service (`pilotfish demo-app`) as a real process, on a port the
+//! OS picks, with its failure knobs.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http::Request;
+
+use super::{bin, collect, empty, send_h1};
+
+/// A running demo service; killed when dropped.
+pub struct DemoApp {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl DemoApp {
+    /// Starts `pilotfish demo-app --name NAME` with `env` (`DEMO_FAIL_RATE`,
+    /// `DEMO_DELAY`, `DEMO_HANG`).
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(bin())
+            .args(["demo-app", "--name", name, "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn demo app");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the demo app said where it listens")
+            .parse()
+            .expect("address");
+        Self { child, addr }
+    }
+
+    /// Changes its knobs at run time: `POST /knobs?QUERY` (`fail=0.5`,
+    /// `delay=100ms`, `hang=1`).
+    pub async fn set_knobs(&self, query: &str) {
+        let req = Request::post(format!("/knobs?{query}"))
+            .header("host", "demo")
+            .body(empty())
+            .expect("request");
+        let response = collect(send_h1(self.addr, req).await).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+
+    /// Kills it (SIGKILL) and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DemoApp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
