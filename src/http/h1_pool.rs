@@ -89,9 +89,10 @@ impl H1Pool {
     }
 
     /// Sends `req` (whose URI and headers are ready) on an idle connection,
-    /// or a new one. A pooled connection that turns out dead before the
-    /// request was handed to it is replaced at once; the request never
-    /// notices.
+    /// or a new one. A pooled connection the server closed as we picked it
+    /// up is no error of the request's: if the request was not sent, or is
+    /// an idempotent request without a body, it goes out again on a fresh
+    /// connection (as Go's client does), and the caller never notices.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
@@ -101,21 +102,45 @@ impl H1Pool {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
+            // Kept only when a replay may be needed: a reused connection
+            // and a request that is safe and cheap to send twice.
+            let again = (reused && replayable(&req)).then(|| req_head(&req));
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.pooled(response, sender)),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) if reused => {
+                Err(mut err) => match (err.take_message(), again) {
+                    (Some(unsent), _) if reused => {
                         debug!(addr = %self.addr, "pooled connection closed before use; reconnecting");
                         req = unsent;
                     }
-                    _ => {
-                        return Err(ProxyError::Upstream {
-                            addr: self.addr,
-                            source: err.into_error().into(),
-                        });
+                    (None, Some(head)) if closed_early(err.error()) => {
+                        debug!(addr = %self.addr, "pooled connection closed as it was used; resending");
+                        let fresh = self.connect().await?;
+                        return self
+                            .send_once(fresh, Request::from_parts(head, Body::Empty))
+                            .await;
                     }
+                    _ => return Err(self.upstream(err.into_error())),
                 },
             }
+        }
+    }
+
+    /// Sends on `sender`, no second chances.
+    async fn send_once(
+        self: &Arc<Self>,
+        mut sender: SendRequest<Body>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        match sender.send_request(req).await {
+            Ok(response) => Ok(self.pooled(response, sender)),
+            Err(err) => Err(self.upstream(err)),
+        }
+    }
+
+    fn upstream(&self, err: hyper::Error) -> ProxyError {
+        ProxyError::Upstream {
+            addr: self.addr,
+            source: err.into(),
         }
     }
 
@@ -205,6 +230,32 @@ impl H1Pool {
             idle.push(Idle { sender, expires });
         }
     }
+}
+
+/// Whether a request may be sent a second time without a second thought:
+/// an idempotent method (RFC 9110) and no body.
+fn replayable(req: &Request<Body>) -> bool {
+    use http::Method;
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE
+    ) && http_body::Body::is_end_stream(req.body())
+}
+
+/// A copy of the request's head.
+fn req_head(req: &Request<Body>) -> http::request::Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    *head.extensions_mut() = req.extensions().clone();
+    head.into_parts().0
+}
+
+/// The connection closed before any of the response arrived.
+fn closed_early(err: &hyper::Error) -> bool {
+    err.is_incomplete_message() || err.is_canceled() || err.is_closed()
 }
 
 /// How long the connection may stay idle after this response, or `None`

@@ -9,6 +9,7 @@ mod certs;
 mod config_check;
 mod demo;
 mod errors;
+mod keepalive;
 mod mtls;
 mod proxy;
 mod reload;
