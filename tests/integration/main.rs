@@ -8,6 +8,7 @@ mod authz;
 mod certs;
 mod config_check;
 mod demo;
+mod discovery;
 mod errors;
 mod keepalive;
 mod mtls;
