@@ -110,6 +110,10 @@ pub struct HttpConfig {
     /// Most request header fields (default 100, as Envoy). Over it: 431.
     #[serde(default = "defaults::max_headers")]
     pub max_headers: Located<usize>,
+    /// An HTTP/1.1 client must send each request's headers within this
+    /// (default 60s); it also closes keep-alive connections idle that long.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
 }
 
 impl Default for HttpConfig {
@@ -117,6 +121,7 @@ impl Default for HttpConfig {
         Self {
             max_header_bytes: defaults::max_header_bytes(),
             max_headers: defaults::max_headers(),
+            header_read_timeout: defaults::header_read_timeout(),
         }
     }
 }
@@ -239,6 +244,13 @@ mod defaults {
     }
     pub fn max_headers() -> Located<usize> {
         Located::new(100)
+    }
+    /// Bounds clients that hold a connection and send nothing (slow
+    /// loris). hyper starts this clock when a keep-alive connection goes
+    /// idle too, so it is also the idle timeout apps see: long enough for
+    /// their pools (Node.js keeps 5s, Go 90s).
+    pub fn header_read_timeout() -> HumanDuration {
+        HumanDuration::from_secs(60)
     }
     pub fn drain_timeout() -> HumanDuration {
         HumanDuration::from_secs(30)

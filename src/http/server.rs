@@ -2,6 +2,8 @@
 //! HTTP/1.1 and HTTP/2 (h2c prior knowledge, or h2 after ALPN) on the same
 //! connection type, with the header limits of the config applied equally.
 
+use std::time::Duration;
+
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
@@ -47,11 +49,18 @@ impl HeaderLimits {
 }
 
 /// A server builder for HTTP/1.1 and HTTP/2 with these header limits.
-pub fn builder(limits: HeaderLimits) -> auto::Builder<TokioExecutor> {
+/// An HTTP/1.1 client must send a request's headers within
+/// `header_read_timeout` (which also bounds how long a keep-alive
+/// connection may sit idle).
+pub fn builder(
+    limits: HeaderLimits,
+    header_read_timeout: Duration,
+) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
         // hyper needs at least 8 KiB; the config check enforces that.
         .max_buf_size(limits.max_bytes.max(8192))
         .max_headers(limits.max_count);

@@ -139,7 +139,7 @@ impl Inbound {
             policy,
             tls,
             tls_key,
-            http: Arc::new(server::builder(limits)),
+            http: Arc::new(server::builder(limits, config.http.header_read_timeout.0)),
             metrics: metrics.clone(),
         })
     }

@@ -126,7 +126,10 @@ impl Outbound {
             route_policies,
             limits,
             metrics: metrics.requests.clone(),
-            http: Arc::new(server::builder(server_limits)),
+            http: Arc::new(server::builder(
+                server_limits,
+                config.http.header_read_timeout.0,
+            )),
         })
     }
 

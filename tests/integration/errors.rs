@@ -146,7 +146,9 @@ async fn a_peer_sidecar_that_dies_mid_request_gets_upstream_reset() {
     let certs = Certs::new();
     let app = TestApp::start().await;
     let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = orders_to(&certs, users.inbound(), "");
+    // No retries: a GET cut by a reset would otherwise be retried (and
+    // then find the sidecar gone: connect-refused).
+    let orders = orders_to(&certs, users.inbound(), "      retries: { attempts: 1 }\n");
     let outbound = orders.outbound();
     let request = tokio::spawn(async move {
         collect(send_h1(outbound, get("users", "/slow?ms=3000")).await).await
