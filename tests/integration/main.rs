@@ -10,6 +10,7 @@ mod config_check;
 mod demo;
 mod discovery;
 mod errors;
+mod grpc;
 mod keepalive;
 mod mtls;
 mod proxy;

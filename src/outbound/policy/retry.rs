@@ -4,7 +4,8 @@
 //! Safe means: the request provably never reached the app (no connection,
 //! a refused stream, the far sidecar could not reach its app), or it is
 //! idempotent (RFC 9110: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it
-//! carries an `Idempotency-Key`, or the route opts in. The budget (tower's
+//! carries an `Idempotency-Key`, or the route opts in, or it is a gRPC
+//! call failing with a gRPC status the route lists (gRPC's own rule). The budget (tower's
 //! `TpsBudget`, Finagle's design) lets retries add at most a share of the
 //! requests, plus a few per second, so a failing destination never gets a
 //! retry storm. Backoff is exponential with full jitter; a retry never
@@ -142,6 +143,9 @@ where
 {
     let policy = ctx.route.retries.clone();
     let idempotent = is_idempotent(req.method()) || req.headers().contains_key("idempotency-key");
+    // Every gRPC call is a POST; a gRPC status listed in the conditions
+    // says the call may be repeated, as in gRPC's own retry policy.
+    let grpc_call = grpc::is_grpc(req.headers());
     let (parts, body) = req.into_parts();
     let replay = (!body.is_end_stream()).then(|| ReplayBody::new(body, policy.max_body));
     // A view of the body for each attempt; `None` once it cannot be replayed.
@@ -162,7 +166,9 @@ where
             return result;
         };
         let replayable = replay.as_ref().is_none_or(ReplayBody::can_replay);
-        if attempt >= policy.attempts || !replayable || !is_safe(idempotent, &policy, outcome) {
+        let safe = is_safe(idempotent, &policy, outcome)
+            || (grpc_call && matches!(reason, RetryOn::Grpc(_)));
+        if attempt >= policy.attempts || !replayable || !safe {
             return result;
         }
         let wait = backoff::next(policy.backoff_base, policy.backoff_max, attempt);

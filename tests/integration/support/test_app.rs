@@ -9,6 +9,7 @@
 //! - `/slow?ms=M`: answers after M ms
 //! - `/reset`: drops the connection without answering
 //! - `/status/CODE`: that status
+//! - `/grpc/flaky`: a gRPC answer that fails (UNAVAILABLE) every other call
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -227,6 +228,16 @@ async fn route(
             response
         }
         "/trailers" => trailers(),
+        "/grpc/flaky" => {
+            // Every other call fails with UNAVAILABLE, in the trailers.
+            let calls = seen
+                .lock()
+                .expect("seen")
+                .iter()
+                .filter(|s| s.path == path)
+                .count();
+            grpc_reply(if calls % 2 == 1 { 14 } else { 0 })
+        }
         "/bytes" => bytes(query_param(&req, "n").unwrap_or(0)),
         "/sse" => sse(
             query_param(&req, "n").unwrap_or(3),
@@ -281,6 +292,24 @@ async fn echo(req: Request<Incoming>) -> Response<AppBody> {
     response.headers_mut().insert(
         "content-type",
         http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A gRPC response: headers, a message unless it failed, then
+/// `grpc-status` in the trailers.
+fn grpc_reply(status: u32) -> Response<AppBody> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from(status));
+    let (tx, body) = channel(2);
+    if status == 0 {
+        let _ = tx.try_send(Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))));
+    }
+    let _ = tx.try_send(Ok(Frame::trailers(trailers)));
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
     );
     response
 }
