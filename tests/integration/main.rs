@@ -13,6 +13,7 @@ mod errors;
 mod grpc;
 mod keepalive;
 mod mtls;
+mod prometheus;
 mod proxy;
 mod reload;
 mod resilience;

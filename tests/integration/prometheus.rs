@@ -1,0 +1,1 @@
+//! A real Prometheus scrapes a sidecar (being written).
