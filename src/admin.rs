@@ -1,5 +1,7 @@
 //! The admin listener: `/live`, `/ready`, `/metrics`, `/config`,
-//! `/destinations`.
+//! `/destinations`, and `/log-level` (`POST /log-level?level=debug`
+//! changes the diagnostic log filter until the next restart or a config
+//! reload that changes `log.level`).
 //! Plain HTTP/1.1, meant for loopback or the pod network only.
 
 use std::convert::Infallible;
@@ -18,6 +20,7 @@ use tracing::debug;
 
 use crate::app::Live;
 use crate::http::Body;
+use crate::telemetry::LogControl;
 
 /// Where the sidecar is in its life, as `/ready` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +40,51 @@ pub struct AdminState {
     phase: AtomicU8,
     registry: Registry,
     live: Live,
+    log: Option<LogControl>,
 }
 
 impl AdminState {
-    /// Reports on the state in force (`live`) and the metrics of `registry`.
-    pub fn new(live: Live, registry: Registry) -> Self {
+    /// Reports on the state in force (`live`) and the metrics of
+    /// `registry`; `log`, when given, lets `/log-level` change the filter.
+    pub fn new(live: Live, registry: Registry, log: Option<LogControl>) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Starting as u8),
             registry,
             live,
+            log,
+        }
+    }
+
+    /// `GET /log-level` shows the filter, `POST /log-level?level=F` sets it.
+    fn log_level(&self, req: &Request<Incoming>) -> Response<Body> {
+        let Some(log) = &self.log else {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "the log filter cannot be changed in this process\n",
+            );
+        };
+        if req.method() != Method::POST {
+            let current = log.filter().unwrap_or_else(|| "unknown".to_owned());
+            return text(StatusCode::OK, &format!("{current}\n"));
+        }
+        let level = req.uri().query().and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("level="))
+                .map(percent_decode)
+        });
+        let Some(level) = level.filter(|l| !l.is_empty()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "give the filter as ?level=, like ?level=debug or ?level=info,pilotfish::outbound=debug\n",
+            );
+        };
+        match log.set_filter(&level) {
+            Ok(()) => {
+                tracing::info!(filter = %level, "log filter changed through the admin port");
+                text(StatusCode::OK, &format!("{level}\n"))
+            }
+            Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
         }
     }
 
@@ -109,6 +148,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
 }
 
 fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
+    if req.uri().path() == "/log-level" {
+        return state.log_level(req);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
     }
@@ -132,7 +174,7 @@ fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /metrics, /config or /destinations\n",
+            "not found; try /live, /ready, /metrics, /config, /destinations or /log-level\n",
         ),
     }
 }
@@ -153,6 +195,32 @@ fn metrics(registry: &Registry) -> Response<Body> {
     }
 }
 
+/// `%XX` escapes and `+` of a query value, decoded.
+fn percent_decode(value: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', high, low]) => hex(*high).zip(hex(*low)),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some((high, low)), _) => {
+                // Two hex digits make one byte.
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, byte) => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn text(status: StatusCode, body: &str) -> Response<Body> {
     with_type(status, body.to_owned(), "text/plain; charset=utf-8")
 }
@@ -168,4 +236,21 @@ fn with_type(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(percent_decode("debug"), "debug");
+        assert_eq!(
+            percent_decode("info%2Cpilotfish%3A%3Aoutbound%3Ddebug"),
+            "info,pilotfish::outbound=debug"
+        );
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%é"), "%zz%é");
+    }
 }

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod certs;
@@ -34,7 +35,9 @@ pub mod identity;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
+pub mod observe;
 pub mod outbound;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod watch;

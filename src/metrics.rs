@@ -36,19 +36,57 @@ pub struct Metrics {
     pub reloads: ReloadMetrics,
     /// Retries, limits, breakers, ejections.
     pub resilience: ResilienceMetrics,
+    /// Accepted TCP connections and their bytes.
+    pub connections: ConnectionMetrics,
+    /// Span export and access logs.
+    pub telemetry: TelemetryMetrics,
 }
 
 impl Metrics {
     /// Registers every family on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        register_process(registry)?;
         Ok(Self {
             requests: RequestMetrics::register(registry)?,
             tls: TlsMetrics::register(registry)?,
             authz: AuthzMetrics::register(registry)?,
             reloads: ReloadMetrics::register(registry)?,
             resilience: ResilienceMetrics::register(registry)?,
+            connections: ConnectionMetrics::register(registry)?,
+            telemetry: TelemetryMetrics::register(registry)?,
         })
     }
+}
+
+/// CPU, memory, file descriptors and threads of this process (the
+/// standard `process_*` set, under the `pilotfish_` prefix), and the
+/// build's version.
+fn register_process(registry: &Registry) -> Result<(), prometheus::Error> {
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            "pilotfish",
+        ),
+    ))?;
+    let info = register(
+        registry,
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "pilotfish_build_info",
+                "Always 1; the labels say which build runs.",
+            ),
+            &["version", "profile"],
+        )?,
+    )?;
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), profile])
+        .set(1);
+    Ok(())
 }
 
 fn register<C: Collector + Clone + 'static>(
@@ -81,33 +119,53 @@ impl RequestMetrics {
         let requests = counter(
             registry,
             "pilotfish_requests_total",
-            "Requests handled, by direction, destination service and response status.",
-            &["direction", "service", "status"],
+            "Requests handled, by direction, destination service, route, calling peer (inbound) and response status.",
+            &["direction", "service", "route", "peer", "status"],
         )?;
         let duration = register(
             registry,
             HistogramVec::new(
                 HistogramOpts::new(
                     "pilotfish_request_duration_seconds",
-                    "Time from request received to response headers sent, by direction and service.",
+                    "Time from request received to response headers sent, by direction, service and route.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
-                &["direction", "service"],
+                &["direction", "service", "route"],
             )?,
         )?;
         Ok(Self { requests, duration })
     }
 
-    /// Counts one request.
-    pub fn record(&self, direction: Direction, service: &str, status: StatusCode, took: Duration) {
-        let direction = direction.as_str();
+    /// Counts one request. `route` and `peer` come from the config and
+    /// the mTLS handshake, never from the request, so they stay bounded.
+    pub fn record(&self, labels: RequestLabels<'_>, status: StatusCode, took: Duration) {
+        let direction = labels.direction.as_str();
         self.requests
-            .with_label_values(&[direction, service, status.as_str()])
+            .with_label_values(&[
+                direction,
+                labels.service,
+                labels.route,
+                labels.peer,
+                status.as_str(),
+            ])
             .inc();
         self.duration
-            .with_label_values(&[direction, service])
+            .with_label_values(&[direction, labels.service, labels.route])
             .observe(took.as_secs_f64());
     }
+}
+
+/// What a request is counted under.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLabels<'a> {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Outbound: the destination; inbound: this service.
+    pub service: &'a str,
+    /// The route's name (outbound), empty inbound.
+    pub route: &'a str,
+    /// Inbound: the caller's SPIFFE id; empty outbound.
+    pub peer: &'a str,
 }
 
 /// TLS handshakes and the certificate in force.
@@ -355,5 +413,141 @@ impl ResilienceMetrics {
     /// The open breaker answered a request.
     pub fn fallback(&self, how: &str) {
         self.fallbacks.with_label_values(&[self.name(), how]).inc();
+    }
+}
+
+/// Accepted TCP connections and their bytes, by listener (`inbound`,
+/// `outbound`).
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    opened: IntCounterVec,
+    closed: IntCounterVec,
+    active: prometheus::IntGaugeVec,
+    received: IntCounterVec,
+    sent: IntCounterVec,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            opened: counter(
+                registry,
+                "pilotfish_tcp_connections_opened_total",
+                "TCP connections accepted, by listener.",
+                &["listener"],
+            )?,
+            closed: counter(
+                registry,
+                "pilotfish_tcp_connections_closed_total",
+                "TCP connections closed, by listener.",
+                &["listener"],
+            )?,
+            active: register(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "pilotfish_tcp_connections_active",
+                        "TCP connections open now, by listener.",
+                    ),
+                    &["listener"],
+                )?,
+            )?,
+            received: counter(
+                registry,
+                "pilotfish_tcp_received_bytes_total",
+                "Bytes read from accepted connections (TLS records included), by listener.",
+                &["listener"],
+            )?,
+            sent: counter(
+                registry,
+                "pilotfish_tcp_sent_bytes_total",
+                "Bytes written to accepted connections (TLS records included), by listener.",
+                &["listener"],
+            )?,
+        })
+    }
+
+    /// The counters of one listener, resolved once so a connection pays
+    /// an atomic add per read or write and no label lookup.
+    pub fn for_listener(&self, listener: &str) -> ListenerCounters {
+        ListenerCounters {
+            opened: self.opened.with_label_values(&[listener]),
+            closed: self.closed.with_label_values(&[listener]),
+            active: self.active.with_label_values(&[listener]),
+            received: self.received.with_label_values(&[listener]),
+            sent: self.sent.with_label_values(&[listener]),
+        }
+    }
+}
+
+/// The connection counters of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerCounters {
+    /// Accepted.
+    pub opened: prometheus::IntCounter,
+    /// Closed.
+    pub closed: prometheus::IntCounter,
+    /// Open now.
+    pub active: prometheus::IntGauge,
+    /// Bytes read.
+    pub received: prometheus::IntCounter,
+    /// Bytes written.
+    pub sent: prometheus::IntCounter,
+}
+
+/// Span export and access log lines.
+#[derive(Debug, Clone)]
+pub struct TelemetryMetrics {
+    spans_exported: prometheus::IntCounter,
+    spans_dropped: IntCounterVec,
+    access_log_dropped: prometheus::IntCounter,
+}
+
+impl TelemetryMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            spans_exported: register(
+                registry,
+                prometheus::IntCounter::new(
+                    "pilotfish_spans_exported_total",
+                    "Spans the OTLP collector accepted.",
+                )?,
+            )?,
+            spans_dropped: counter(
+                registry,
+                "pilotfish_spans_dropped_total",
+                "Spans not exported, by reason: queue_full (the collector is slower than the traffic) or export_failed (the collector refused or did not answer).",
+                &["reason"],
+            )?,
+            access_log_dropped: register(
+                registry,
+                prometheus::IntCounter::new(
+                    "pilotfish_access_log_dropped_total",
+                    "Access log lines not written because stdout could not keep up.",
+                )?,
+            )?,
+        };
+        // Shown at 0 from the start, so a rate() over them works.
+        for reason in ["queue_full", "export_failed"] {
+            metrics.spans_dropped.with_label_values(&[reason]);
+        }
+        Ok(metrics)
+    }
+
+    /// Spans the collector took.
+    pub fn spans_exported(&self, count: u64) {
+        self.spans_exported.inc_by(count);
+    }
+
+    /// Spans dropped, and why.
+    pub fn spans_dropped(&self, reason: &str, count: u64) {
+        self.spans_dropped
+            .with_label_values(&[reason])
+            .inc_by(count);
+    }
+
+    /// An access log line dropped.
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
     }
 }

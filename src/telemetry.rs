@@ -19,12 +19,19 @@ pub struct LogControl {
 impl LogControl {
     /// Puts `filter` (`info`, `info,pilotfish::outbound=debug`) in force.
     pub fn set_filter(&self, filter: &str) -> Result<(), String> {
-        let filter =
+        let parsed =
             EnvFilter::try_new(filter).map_err(|e| format!("bad filter {filter:?}: {e}"))?;
         match &self.handle {
-            Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
+            Some(handle) => handle.reload(parsed).map_err(|e| e.to_string()),
             None => Err("logging was set up elsewhere; its filter cannot be changed".to_owned()),
         }
+    }
+
+    /// The filter in force.
+    pub fn filter(&self) -> Option<String> {
+        self.handle
+            .as_ref()
+            .and_then(|h| h.with_current(|f| f.to_string()).ok())
     }
 }
 

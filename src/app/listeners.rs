@@ -13,6 +13,7 @@ use super::{BuildError, Live, serve};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::drain;
+use crate::metrics::ConnectionMetrics;
 
 /// Which listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct Context {
     pub admin: Arc<AdminState>,
     /// Held by every proxied connection, so a drain can wait for them.
     pub watch: drain::Watch,
+    /// Where accepted connections are counted.
+    pub connections: ConnectionMetrics,
 }
 
 struct Running {
@@ -121,11 +124,13 @@ impl Listeners {
                     listener,
                     ctx.live.clone(),
                     ctx.watch.clone(),
+                    ctx.connections.for_listener(role.name()),
                 )),
                 Role::Outbound => tokio::spawn(serve::accept_outbound(
                     listener,
                     ctx.live.clone(),
                     ctx.watch.clone(),
+                    ctx.connections.for_listener(role.name()),
                 )),
             };
             self.running.push(Running {

@@ -31,7 +31,9 @@ use crate::tls::CredentialError;
 
 /// Header fields a sidecar may add on the way to the app (identity,
 /// forwarding trail, original protocol), allowed on top of the limits.
-pub const PROXY_ADDED_HEADERS: usize = 4;
+/// Request ids and trace context (up to six fields with every format
+/// configured) come on top.
+pub const PROXY_ADDED_HEADERS: usize = 12;
 
 /// Why the sidecar could not start, or a config could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,7 @@ impl App {
         metrics.reloads.config_loaded(state.loaded_at);
         let prepared = Listeners::default().prepare(&state.config).await?;
         let live = Live::new(state);
-        let admin = Arc::new(AdminState::new(live.clone(), registry));
+        let admin = Arc::new(AdminState::new(live.clone(), registry, log.clone()));
         // Installed now, so a SIGHUP right after start-up reloads instead
         // of killing the process.
         let hangup = signal(SignalKind::hangup()).ok();
@@ -120,6 +122,7 @@ impl App {
             live: self.live.clone(),
             admin: self.admin.clone(),
             watch,
+            connections: self.metrics.connections.clone(),
         };
         let mut listeners = Listeners::default();
         listeners.commit(self.prepared, &ctx);
@@ -148,6 +151,10 @@ impl App {
                 connections_at_start = open,
                 "drain timeout reached; closing the remaining connections"
             ),
+        }
+        // Spans of the last requests, before the process ends.
+        if let Some(exporter) = self.live.load().observer.tracer().exporter() {
+            exporter.flush(std::time::Duration::from_secs(2)).await;
         }
         listeners.stop(&[Role::Admin]).await;
     }

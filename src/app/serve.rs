@@ -16,26 +16,44 @@ use tracing::debug;
 use super::Live;
 use crate::drain;
 use crate::http::{Body, Direction, ProxyError};
-use crate::listener::accept_loop;
+use crate::listener::{Metered, accept_loop};
+use crate::metrics::ListenerCounters;
 
 /// Accepts app connections until aborted.
-pub async fn accept_outbound(listener: TcpListener, live: Live, watch: drain::Watch) {
+pub async fn accept_outbound(
+    listener: TcpListener,
+    live: Live,
+    watch: drain::Watch,
+    counters: ListenerCounters,
+) {
     accept_loop(&listener, "outbound", |tcp, addr| {
+        let tcp = Metered::new(tcp, counters.clone());
         tokio::spawn(serve_outbound(tcp, addr, live.clone(), watch.clone()));
     })
     .await;
 }
 
 /// Accepts mesh connections until aborted.
-pub async fn accept_inbound(listener: TcpListener, live: Live, watch: drain::Watch) {
+pub async fn accept_inbound(
+    listener: TcpListener,
+    live: Live,
+    watch: drain::Watch,
+    counters: ListenerCounters,
+) {
     accept_loop(&listener, "inbound", |tcp, addr| {
+        let tcp = Metered::new(tcp, counters.clone());
         tokio::spawn(serve_inbound(tcp, addr, live.clone(), watch.clone()));
     })
     .await;
 }
 
-async fn serve_outbound(tcp: TcpStream, addr: SocketAddr, live: Live, watch: drain::Watch) {
-    let _ = tcp.set_nodelay(true);
+async fn serve_outbound(
+    tcp: Metered<TcpStream>,
+    addr: SocketAddr,
+    live: Live,
+    watch: drain::Watch,
+) {
+    let _ = tcp.get_ref().set_nodelay(true);
     let Some(outbound) = live.outbound() else {
         return;
     };
@@ -54,7 +72,7 @@ async fn serve_outbound(tcp: TcpStream, addr: SocketAddr, live: Live, watch: dra
     }
 }
 
-async fn serve_inbound(tcp: TcpStream, addr: SocketAddr, live: Live, watch: drain::Watch) {
+async fn serve_inbound(tcp: Metered<TcpStream>, addr: SocketAddr, live: Live, watch: drain::Watch) {
     let Some(inbound) = live.inbound() else {
         return;
     };

@@ -13,6 +13,7 @@ use super::BuildError;
 use crate::config::{Config, TlsConfig};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
+use crate::observe::Observer;
 use crate::outbound::Outbound;
 use crate::tls::{CredentialStore, Credentials};
 
@@ -29,6 +30,8 @@ pub struct ProxyState {
     pub inbound: Option<Arc<Inbound>>,
     /// App -> mesh, if configured.
     pub outbound: Option<Arc<Outbound>>,
+    /// Ids, spans and access logs, for both sides.
+    pub observer: Arc<Observer>,
 }
 
 impl ProxyState {
@@ -48,12 +51,18 @@ impl ProxyState {
         if let Some(store) = &creds {
             metrics.tls.set_expiry(store.current().leaf.not_after);
         }
+        let observer = Arc::new(Observer::build(
+            &config,
+            metrics,
+            previous.map(|p| &*p.observer),
+        )?);
         let inbound = match (&config.inbound, &creds) {
             (Some(inbound), Some(creds)) => Some(Arc::new(Inbound::build(
                 &config,
                 inbound,
                 creds,
                 metrics,
+                &observer,
                 previous.and_then(|p| p.inbound.as_deref()),
             )?)),
             (Some(_), None) => {
@@ -67,6 +76,7 @@ impl ProxyState {
                 outbound,
                 creds.as_ref(),
                 metrics,
+                &observer,
                 previous.and_then(|p| p.outbound.as_deref()),
             )?)),
             None => None,
@@ -77,6 +87,7 @@ impl ProxyState {
             creds,
             inbound,
             outbound,
+            observer,
         })
     }
 }

@@ -9,6 +9,7 @@ mod inbound;
 mod load;
 mod outbound;
 mod resilience;
+mod telemetry;
 mod tls;
 mod validate;
 mod values;
@@ -29,6 +30,9 @@ pub use outbound::{DestinationConfig, OutboundConfig, RouteConfig, Transport, Up
 pub use resilience::{
     BreakerConfig, FallbackConfig, GrpcCode, LimitsConfig, LoadBalancer, OutlierConfig,
     RetryBudgetConfig, RetryConfig, RetryOn,
+};
+pub use telemetry::{
+    AccessLogConfig, AccessLogFormat, OtlpConfig, OtlpProtocol, RequestIdConfig, TracingConfig,
 };
 pub use tls::{TlsConfig, TlsVersion};
 pub use validate::{expected_identity, warnings};
@@ -72,6 +76,15 @@ pub struct Config {
     /// Diagnostic logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// Trace context propagation and span export.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+    /// One line per request on stdout.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// `x-request-id` and the correlation id.
+    #[serde(default)]
+    pub request_ids: RequestIdConfig,
 }
 
 impl Config {

@@ -129,6 +129,10 @@ impl Default for DestinationConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// The route's name in metrics, access logs and spans (default
+    /// `HOST` + `PATH_PREFIX`, like `api.example.com/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Located<String>>,
     /// Host name to match, case-insensitive. Without a port it matches any
     /// port; with one (`api:8080`) only that port.
     pub host: Located<String>,
@@ -194,4 +198,15 @@ pub enum Transport {
     /// Plain HTTP to a service outside the mesh: nothing is encrypted and
     /// no identity is checked.
     Plaintext,
+}
+
+impl RouteConfig {
+    /// The route's name: its `name`, or where it matches.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.get().clone(),
+            None if self.path_prefix == "/" => self.host.get().clone(),
+            None => format!("{}{}", self.host.get(), self.path_prefix),
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod path;
 pub mod plain_client;
 pub mod replay;
+pub mod request_id;
 pub mod server;
 pub mod uri;
 

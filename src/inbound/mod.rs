@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! TCP accept -> Inbound::handshake (client cert required, identity, trust domain)
-//!   -> request -> admit (path normalized, authorization policy) -> to_app_request
-//!   -> PlainClient::send -> app
+//!   -> request -> Observer::begin (ids, span) -> admit (path normalized,
+//!   authorization policy) -> to_app_request -> PlainClient::send -> app
 //! ```
 
 mod authz;
@@ -35,7 +35,9 @@ use crate::http::plain_client::PlainClient;
 use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ProxyError};
 use crate::identity::{ServiceName, SpiffeId};
-use crate::metrics::Metrics;
+use crate::listener::Metered;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::observe::{Exchange, Observer};
 use crate::tls::{CredentialStore, Derived, HandshakeFailure, TlsSettings};
 
 /// The calling workload, as proven by its certificate.
@@ -80,6 +82,7 @@ pub struct Inbound {
     tls_key: (usize, TlsSettings),
     http: Arc<auto::Builder<TokioExecutor>>,
     metrics: Metrics,
+    observer: Arc<Observer>,
 }
 
 impl Inbound {
@@ -91,6 +94,7 @@ impl Inbound {
         inbound: &InboundConfig,
         creds: &Arc<CredentialStore>,
         metrics: &Metrics,
+        observer: &Arc<Observer>,
         previous: Option<&Inbound>,
     ) -> Result<Self, BuildError> {
         // Room for the fields the calling sidecar added.
@@ -141,6 +145,7 @@ impl Inbound {
             tls_key,
             http: Arc::new(server::builder(limits, config.http.header_read_timeout.0)),
             metrics: metrics.clone(),
+            observer: observer.clone(),
         })
     }
 
@@ -153,10 +158,10 @@ impl Inbound {
     /// identity. `None` (logged and counted) when either fails.
     pub async fn handshake(
         &self,
-        tcp: TcpStream,
+        tcp: Metered<TcpStream>,
         addr: SocketAddr,
-    ) -> Option<(TlsStream<TcpStream>, Arc<Peer>)> {
-        let _ = tcp.set_nodelay(true);
+    ) -> Option<(TlsStream<Metered<TcpStream>>, Arc<Peer>)> {
+        let _ = tcp.get_ref().set_nodelay(true);
         let acceptor = TlsAcceptor::from(self.tls.get());
         let failed = |reason: HandshakeFailure, detail: &dyn std::fmt::Display| {
             self.metrics.tls.failure(Direction::Inbound, reason);
@@ -209,11 +214,18 @@ impl Inbound {
 
     /// Handles one request from the mesh. Never fails: proxy errors become
     /// responses with the `pilotfish-error` header.
-    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let start = Instant::now();
+        let mut exchange = self.observer.begin(Direction::Inbound, &mut req);
+        exchange.peer(peer.identity.as_str(), peer.addr);
+        exchange.routed(self.service.as_str(), None);
         let result = match self.admit(req, peer) {
-            Ok(req) => match self.to_app_request(req, peer) {
-                Ok((req, version)) => self.app.send(req, version).await.map(to_response),
+            Ok(req) => match self.to_app_request(req, peer, &mut exchange) {
+                Ok((req, version)) => {
+                    let sent = self.app.send(req, version).await.map(to_response);
+                    exchange.upstream(Some(self.app_key.0), 1);
+                    sent
+                }
                 Err(err) => Err(err),
             },
             Err(err) => Err(err),
@@ -226,18 +238,23 @@ impl Inbound {
                     peer = %peer.identity,
                     reason = err.reason().as_str(),
                     error = %err,
+                    request_id = exchange.ids().request_id(),
                     "request failed"
                 );
+                exchange.failed(err.reason().as_str());
                 err.to_response(Direction::Inbound)
             }
         };
-        self.metrics.requests.record(
-            Direction::Inbound,
-            self.service.as_str(),
-            response.status(),
-            start.elapsed(),
-        );
-        response
+        let labels = RequestLabels {
+            direction: Direction::Inbound,
+            service: self.service.as_str(),
+            route: "",
+            peer: peer.identity.as_str(),
+        };
+        self.metrics
+            .requests
+            .record(labels, response.status(), start.elapsed());
+        exchange.finish(response)
     }
 
     /// Normalizes the path and asks the authorization policy; a denied
@@ -277,6 +294,7 @@ impl Inbound {
         &self,
         req: Request<Incoming>,
         peer: &Peer,
+        exchange: &mut Exchange,
     ) -> Result<(Request<Body>, Version), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let count = parts.headers.len();
@@ -290,8 +308,14 @@ impl Inbound {
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(CLIENT_ID, peer.client_id.clone());
         headers::append_forwarded(&mut parts.headers, peer.addr.ip());
+        // The app's calls, carrying these headers on, are children of
+        // this hop's span.
+        exchange.inject(&mut parts.headers);
         let version = self.app_protocol.version(caller_spoke_http1, parts.version);
-        Ok((Request::from_parts(parts, Body::Incoming(body)), version))
+        Ok((
+            Request::from_parts(parts, exchange.count_request(body)),
+            version,
+        ))
     }
 }
 

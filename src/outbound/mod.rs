@@ -5,8 +5,8 @@
 //! the mesh (`transport: plaintext`).
 //!
 //! ```text
-//! request -> Target::of -> RouteTable::find -> Destination::send -> endpoint
-//!         <- from_upstream_response <------------------------------ (peer's inbound)
+//! request -> Observer::begin -> Target::of -> RouteTable::find -> Destination::call -> endpoint
+//!         <- Exchange::finish <- from_upstream_response <------------------------ (peer's inbound)
 //! ```
 
 pub mod balance;
@@ -33,6 +33,7 @@ use tracing::info;
 
 use self::destination::{Destination, DestinationKey};
 use self::policy::retry::ATTEMPT_HEADER;
+use self::policy::trace::AttemptTrace;
 use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
 use self::route::{RouteTable, Target};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
@@ -41,7 +42,8 @@ use crate::http::headers::{self, ORIG_PROTO};
 use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ProxyError};
 use crate::identity::ServiceName;
-use crate::metrics::{Metrics, RequestMetrics};
+use crate::metrics::{Metrics, RequestLabels, RequestMetrics};
+use crate::observe::{Exchange, Observer};
 use crate::tls::{CredentialStore, TlsSettings};
 
 /// Metric label for requests that matched no destination.
@@ -58,6 +60,7 @@ pub struct Outbound {
     route_policies: Vec<Arc<RoutePolicy>>,
     limits: HeaderLimits,
     metrics: RequestMetrics,
+    observer: Arc<Observer>,
     http: Arc<auto::Builder<TokioExecutor>>,
 }
 
@@ -70,6 +73,7 @@ impl Outbound {
         outbound: &OutboundConfig,
         creds: Option<&Arc<CredentialStore>>,
         metrics: &Metrics,
+        observer: &Arc<Observer>,
         previous: Option<&Outbound>,
     ) -> Result<Self, BuildError> {
         let server_limits = HeaderLimits::from_config(&config.http);
@@ -126,6 +130,7 @@ impl Outbound {
             route_policies,
             limits,
             metrics: metrics.requests.clone(),
+            observer: observer.clone(),
             http: Arc::new(server::builder(
                 server_limits,
                 config.http.header_read_timeout.0,
@@ -145,9 +150,14 @@ impl Outbound {
 
     /// Handles one request from the app. Never fails: proxy errors become
     /// responses with the `pilotfish-error` header.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let (service, result) = self.forward(req).await;
+        let mut exchange = self.observer.begin(Direction::Outbound, &mut req);
+        let (policy, result) = self.forward(req, &mut exchange).await;
+        let (service, route) = match policy {
+            Some((destination, policy)) => (destination.name().as_str(), &*policy.label),
+            None => (UNKNOWN_SERVICE, ""),
+        };
         let response = match result {
             Ok(response) => response,
             Err(err) => {
@@ -156,27 +166,38 @@ impl Outbound {
                     service,
                     reason = err.reason().as_str(),
                     error = %err,
+                    request_id = exchange.ids().request_id(),
                     "request failed"
                 );
+                exchange.failed(err.reason().as_str());
                 err.to_response(Direction::Outbound)
             }
         };
-        self.metrics.record(
-            Direction::Outbound,
+        let labels = RequestLabels {
+            direction: Direction::Outbound,
             service,
-            response.status(),
-            start.elapsed(),
-        );
-        response
+            route,
+            peer: "",
+        };
+        self.metrics
+            .record(labels, response.status(), start.elapsed());
+        exchange.finish(response)
     }
 
-    /// Routes and sends; returns the destination's name for metrics.
-    async fn forward(&self, req: Request<Incoming>) -> (&str, Result<Response<Body>, ProxyError>) {
+    /// Routes and sends; returns the destination and route it matched.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        exchange: &mut Exchange,
+    ) -> (
+        Option<(&Arc<Destination>, &Arc<RoutePolicy>)>,
+        Result<Response<Body>, ProxyError>,
+    ) {
         let (destination, policy) = match self.route(&req) {
             Ok(found) => found,
-            Err(err) => return (UNKNOWN_SERVICE, Err(err)),
+            Err(err) => return (None, Err(err)),
         };
-        let name = destination.name().as_str();
+        exchange.routed(destination.name().as_str(), Some(&policy.label));
         let (mut parts, body) = req.into_parts();
         let app_spoke_http1 = parts.version != Version::HTTP_2;
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -184,12 +205,25 @@ impl Outbound {
         // attempts.
         parts.headers.remove(ORIG_PROTO);
         parts.headers.remove(ATTEMPT_HEADER);
-        parts
-            .extensions
-            .insert(RequestContext::new(policy.clone(), app_spoke_http1));
-        let req = Request::from_parts(parts, Body::Incoming(body));
+        let mut ctx = RequestContext::new(policy.clone(), app_spoke_http1);
+        ctx.trace = Some(AttemptTrace {
+            tracer: exchange.tracer().clone(),
+            parent: exchange.span_context().clone(),
+        });
+        let tried = ctx.tried.clone();
+        parts.extensions.insert(ctx);
+        let req = Request::from_parts(parts, exchange.count_request(body));
         let result = destination.call(req).await;
-        (name, result.map(from_upstream_response))
+        {
+            let tried = tried
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            exchange.upstream(tried.last().copied(), tried.len() as u32);
+        }
+        (
+            Some((destination, policy)),
+            result.map(from_upstream_response),
+        )
     }
 
     /// Decides where a request goes, without touching it.
@@ -229,6 +263,7 @@ fn default_policy(
     find: &impl Fn(&str) -> Option<Arc<Destination>>,
 ) -> RoutePolicy {
     RoutePolicy {
+        label: Arc::from("default"),
         timeout: dst.timeout.0,
         per_try_timeout: dst.per_try_timeout.map(|t| t.0),
         retries: Arc::new(RetryPolicy::from_config(&dst.retries)),
@@ -246,12 +281,14 @@ fn route_policy(
     find: &impl Fn(&str) -> Option<Arc<Destination>>,
 ) -> RoutePolicy {
     let base = dst.map(|d| default_policy(d, find)).unwrap_or(RoutePolicy {
+        label: Arc::from("default"),
         timeout: std::time::Duration::from_secs(15),
         per_try_timeout: None,
         retries: Arc::default(),
         fallback: None,
     });
     RoutePolicy {
+        label: Arc::from(route.label()),
         timeout: route.timeout.map_or(base.timeout, |t| t.0),
         per_try_timeout: route.per_try_timeout.map(|t| t.0).or(base.per_try_timeout),
         retries: route

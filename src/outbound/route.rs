@@ -225,6 +225,7 @@ mod tests {
             routes: routes
                 .iter()
                 .map(|(host, prefix, service)| RouteConfig {
+                    name: None,
                     host: Located::new((*host).to_owned()),
                     path_prefix: (*prefix).to_owned(),
                     service: Located::new((*service).to_owned()),

@@ -15,6 +15,7 @@ use super::policy::breaker::{Breaker, BreakerLayer};
 use super::policy::deadline::DeadlineLayer;
 use super::policy::limit::{LimitLayer, Limits};
 use super::policy::retry::RetryLayer;
+use super::policy::trace::TraceAttemptLayer;
 use crate::http::{Body, ProxyError};
 use crate::metrics::ResilienceMetrics;
 
@@ -58,6 +59,8 @@ pub fn build(parts: Parts) -> Stack {
         .layer(LimitLayer::new(limits, metrics.clone()))
         // Send failed attempts again when safe, within the budget.
         .layer(RetryLayer::new(budget, metrics.clone()))
+        // A span per attempt, its context in the attempt's headers.
+        .layer(TraceAttemptLayer)
         // Bound each attempt, so a hanging endpoint costs one attempt.
         .layer(AttemptTimeoutLayer::new(metrics))
         // Pick an endpoint, send, learn from the outcome.

@@ -26,20 +26,64 @@ async fn live_ready_metrics_and_config() {
     let metrics = admin_get(orders, "/metrics").await;
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
-    for line in [
-        r#"pilotfish_requests_total{direction="outbound",service="users",status="200"} 2"#,
-        r#"pilotfish_requests_total{direction="outbound",service="users",status="503"} 1"#,
-        r#"pilotfish_requests_total{direction="outbound",service="unknown",status="503"} 1"#,
-        r#"pilotfish_request_duration_seconds_count{direction="outbound",service="users"} 3"#,
-        r#"pilotfish_request_duration_seconds_bucket{direction="outbound",service="users",le="0.0005"}"#,
+    for (selector, value) in [
+        (
+            r#"pilotfish_requests_total{direction="outbound",service="users",route="default",peer="",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"pilotfish_requests_total{direction="outbound",service="users",status="503"}"#,
+            1.0,
+        ),
+        (
+            r#"pilotfish_requests_total{direction="outbound",service="unknown",route="",status="503"}"#,
+            1.0,
+        ),
+        (
+            r#"pilotfish_request_duration_seconds_count{direction="outbound",service="users",route="default"}"#,
+            3.0,
+        ),
+        (r#"pilotfish_build_info{version="0.1.0"}"#, 1.0),
+        (
+            r#"pilotfish_tcp_connections_opened_total{listener="outbound"}"#,
+            4.0,
+        ),
     ] {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        assert_eq!(
+            sum_matching(&text, selector),
+            value,
+            "{selector} in:\n{text}"
+        );
+    }
+    for family in [
+        "pilotfish_request_duration_seconds_bucket{",
+        "pilotfish_process_resident_memory_bytes ",
+        "pilotfish_process_cpu_seconds_total ",
+        "pilotfish_process_open_fds ",
+        "pilotfish_tcp_connections_active{",
+        "pilotfish_tcp_received_bytes_total{",
+        "pilotfish_tcp_sent_bytes_total{",
+        "pilotfish_spans_dropped_total",
+    ] {
+        assert!(text.contains(family), "missing {family:?} in:\n{text}");
     }
     let inbound = admin_get(users, "/metrics").await.text();
-    assert!(
-        inbound.contains(
-            r#"pilotfish_requests_total{direction="inbound",service="users",status="200"} 2"#
+    let caller = r#"peer="spiffe://cluster.local/ns/default/sa/orders""#;
+    assert_eq!(
+        sum_matching(
+            &inbound,
+            &format!(
+                r#"pilotfish_requests_total{{direction="inbound",service="users",{caller},status="200"}}"#
+            )
         ),
+        2.0,
+        "{inbound}"
+    );
+    assert!(
+        sum_matching(
+            &inbound,
+            r#"pilotfish_tcp_connections_opened_total{listener="inbound"}"#
+        ) >= 1.0,
         "{inbound}"
     );
 

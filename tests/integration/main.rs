@@ -21,3 +21,4 @@ mod rotation;
 mod shutdown;
 mod streaming;
 mod tls_scan;
+mod tracing;

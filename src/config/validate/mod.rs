@@ -66,6 +66,7 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
         outbound::check_routes(outbound, r);
     }
     check_limits(config, r);
+    check_telemetry(config, r);
     if let Some(tls) = &config.tls {
         let share = *tls.expiry_warning.get();
         if !(0.0..=1.0).contains(&share) {
@@ -253,6 +254,88 @@ fn collide(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.port() != 0
         && a.port() == b.port()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn check_telemetry(config: &Config, r: &mut Report<'_>) {
+    let tracing = &config.tracing;
+    let formats = &tracing.propagation;
+    if formats.is_empty() {
+        r.error(
+            formats.position(),
+            "tracing.propagation is empty; list at least one of w3c, b3, b3multi",
+        );
+    }
+    for (i, format) in formats.iter().enumerate() {
+        if formats[..i].contains(format) {
+            r.error(
+                formats.position(),
+                format!("tracing.propagation lists {} twice", format.as_str()),
+            );
+        }
+    }
+    let ratio = *tracing.sample_ratio.get();
+    if !(0.0..=1.0).contains(&ratio) {
+        r.error(
+            tracing.sample_ratio.position(),
+            format!("tracing.sample_ratio {ratio} must be from 0 (none) to 1 (every trace)"),
+        );
+    }
+    if let Some(otlp) = &tracing.otlp {
+        if let Err(e) = check_collector_url(&otlp.endpoint) {
+            r.error(
+                otlp.endpoint.position(),
+                format!("tracing.otlp.endpoint {:?}: {e}", otlp.endpoint.get()),
+            );
+        }
+        if *otlp.max_batch.get() == 0 {
+            r.error(
+                otlp.max_batch.position(),
+                "tracing.otlp.max_batch must be at least 1",
+            );
+        }
+        if otlp.max_queue.get() < otlp.max_batch.get() {
+            r.error(
+                otlp.max_queue.position(),
+                format!(
+                    "tracing.otlp.max_queue {} is smaller than max_batch {}",
+                    otlp.max_queue.get(),
+                    otlp.max_batch.get()
+                ),
+            );
+        }
+    }
+    let header = &config.request_ids.correlation_header;
+    if let Err(e) = crate::http::request_id::RequestIdHeaders::new(header) {
+        r.error(
+            header.position(),
+            format!("request_ids.correlation_header: {e}"),
+        );
+    }
+}
+
+/// An OTLP endpoint the exporters can reach: plain `http://HOST:PORT`.
+fn check_collector_url(endpoint: &str) -> Result<(), String> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); write it like http://127.0.0.1:4317"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "TLS to the collector is not supported; run the collector as a \
+                        local agent and give its http:// address"
+                    .to_owned(),
+            );
+        }
+        _ => return Err("must start with http://, like http://127.0.0.1:4317".to_owned()),
+    }
+    let authority = uri
+        .authority()
+        .ok_or("has no host; write it like http://127.0.0.1:4317")?;
+    if authority.port_u16().is_none() {
+        return Err("has no port; collectors listen on 4317 (gRPC) or 4318 (HTTP)".to_owned());
+    }
+    Ok(())
 }
 
 fn check_limits(config: &Config, r: &mut Report<'_>) {

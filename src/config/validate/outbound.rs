@@ -215,7 +215,34 @@ pub fn expected_identity(
 
 pub(super) fn check_routes(outbound: &OutboundConfig, r: &mut Report<'_>) {
     let mut seen: HashMap<(String, &str), Position> = HashMap::new();
+    let mut names: HashMap<&str, Position> = HashMap::new();
     for route in &outbound.routes {
+        if let Some(name) = &route.name {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+            if !valid {
+                r.error(
+                    name.position(),
+                    format!(
+                        "route name {:?}: use 1 to 64 letters, digits, '.', '_', '/' or '-'",
+                        name.get()
+                    ),
+                );
+            }
+            if let Some(first) = names.insert(name.as_str(), name.position()) {
+                r.error(
+                    name.position(),
+                    format!(
+                        "route name {:?} is used twice (first at line {})",
+                        name.get(),
+                        first.line
+                    ),
+                );
+            }
+        }
         if !outbound.services.contains_key(route.service.as_str()) {
             let known: Vec<&str> = outbound.services.keys().map(String::as_str).collect();
             r.error(

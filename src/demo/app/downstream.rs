@@ -167,6 +167,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_header_the_sidecars_propagate_is_copied() {
+        let sidecar = crate::trace::propagation::HEADER_NAMES
+            .iter()
+            .chain(&["x-request-id", "x-correlation-id"]);
+        for name in sidecar {
+            assert!(PROPAGATED.contains(name), "{name} is not copied");
+        }
+    }
+
+    #[test]
     fn only_trace_and_request_id_headers_are_copied() {
         let mut incoming = HeaderMap::new();
         incoming.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));

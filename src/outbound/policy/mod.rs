@@ -7,6 +7,7 @@
 //! | breaker | `breaker.rs` | fail fast (or answer with the fallback) while the destination fails |
 //! | limit | `limit.rs` | cap requests in flight; fail fast over the cap |
 //! | retry | `retry.rs` | try failed attempts again, within the budget, when it is safe |
+//! | trace | `trace.rs` | a client span per attempt, its context sent upstream |
 //! | attempt timeout | `attempt.rs` | bound each attempt |
 //!
 //! What a layer needs to know about the request (its route's settings, the
@@ -19,6 +20,7 @@ pub mod breaker;
 pub mod deadline;
 pub mod limit;
 pub mod retry;
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +53,8 @@ pub struct RequestContext {
     /// True for a request sent to a fallback destination, which never
     /// falls back further.
     pub is_fallback: bool,
+    /// The request's span, parent of each attempt's.
+    pub trace: Option<trace::AttemptTrace>,
 }
 
 impl RequestContext {
@@ -62,6 +66,7 @@ impl RequestContext {
             deadline: None,
             tried: Arc::default(),
             is_fallback: false,
+            trace: None,
         }
     }
 
@@ -83,6 +88,9 @@ impl RequestContext {
 /// The settings of one route (a destination's, or a route's overrides).
 #[derive(Debug, Clone)]
 pub struct RoutePolicy {
+    /// The route's name in metrics and logs (`default` for requests that
+    /// named the destination itself).
+    pub label: Arc<str>,
     /// The whole request, all attempts included.
     pub timeout: Duration,
     /// One attempt.

@@ -21,8 +21,25 @@ impl DemoApp {
     /// Starts `pilotfish demo-app --name NAME` with `env` (`DEMO_FAIL_RATE`,
     /// `DEMO_DELAY`, `DEMO_HANG`).
     pub fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_at(name, "127.0.0.1:0".parse().expect("addr"), None, env)
+    }
+
+    /// Starts `pilotfish demo-app --name NAME --listen LISTEN`, calling
+    /// other services through `sidecar` (its sidecar's outbound listener).
+    pub fn start_at(
+        name: &str,
+        listen: SocketAddr,
+        sidecar: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let listen = listen.to_string();
+        let mut args = vec!["demo-app", "--name", name, "--listen", &listen];
+        let sidecar = sidecar.map(|s| s.to_string());
+        if let Some(sidecar) = &sidecar {
+            args.extend(["--sidecar", sidecar]);
+        }
         let mut child = Command::new(bin())
-            .args(["demo-app", "--name", name, "--listen", "127.0.0.1:0"])
+            .args(&args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

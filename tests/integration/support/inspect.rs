@@ -10,29 +10,42 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{Sidecar, collect, get, send_h1, tls_connect};
 
-/// The value of one series on `/metrics`, e.g.
-/// `pilotfish_reloads_total{kind="config",result="applied"}`; 0 if absent.
-pub async fn metric(sidecar: &Sidecar, series: &str) -> f64 {
+/// The value of `selector` on `/metrics`, e.g.
+/// `pilotfish_reloads_total{kind="config",result="applied"}`: the sum of
+/// every series of that name carrying those labels (others may be there
+/// too, in any order), as PromQL would sum them; 0 if none.
+pub async fn metric(sidecar: &Sidecar, selector: &str) -> f64 {
     let text = collect(send_h1(sidecar.admin, get("admin", "/metrics")).await)
         .await
         .text();
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(series)?;
-            rest.strip_prefix(' ')?.trim().parse().ok()
-        })
-        .unwrap_or(0.0)
+    sum_matching(&text, selector)
 }
 
-/// The sum of every series on `/metrics` that starts with `prefix`, e.g.
-/// `pilotfish_requests_total{direction="inbound"` over all statuses.
-pub async fn metric_sum(sidecar: &Sidecar, prefix: &str) -> f64 {
-    let text = collect(send_h1(sidecar.admin, get("admin", "/metrics")).await)
-        .await
-        .text();
+/// Same as [`metric`]: a selector with fewer labels sums more series, e.g.
+/// `pilotfish_requests_total{direction="inbound"}` over all statuses.
+pub async fn metric_sum(sidecar: &Sidecar, selector: &str) -> f64 {
+    metric(sidecar, selector).await
+}
+
+/// The sum of the series of exposition `text` that `selector` matches.
+pub fn sum_matching(text: &str, selector: &str) -> f64 {
+    let (name, labels) = match selector.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}')),
+        None => (selector, ""),
+    };
+    let wanted: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
     text.lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let have: Vec<&str> = series_labels.split(',').collect();
+            let matches = series_name == name && wanted.iter().all(|w| have.contains(w));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
         .sum()
 }
 

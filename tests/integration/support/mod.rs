@@ -8,6 +8,8 @@ pub mod demo_app;
 pub mod files;
 pub mod inspect;
 pub mod load;
+pub mod mesh;
+pub mod otlp;
 pub mod pair;
 pub mod sidecar;
 pub mod test_app;
@@ -18,11 +20,22 @@ use std::process::Command;
 pub use client::*;
 pub use demo_app::DemoApp;
 pub use files::K8sMount;
-pub use inspect::{metric, metric_sum, serial_of_file, served_serial, wait_metric};
+pub use inspect::{metric, metric_sum, serial_of_file, served_serial, sum_matching, wait_metric};
 pub use load::Load;
+pub use mesh::Mesh;
 pub use pair::Pair;
 pub use sidecar::{Sidecar, SidecarConfig};
 pub use test_app::TestApp;
+
+/// A loopback address that was free a moment ago (the OS picked it), for
+/// a process that must be told its address before it starts. Another
+/// process could take it in between; the OS hands out ports at random,
+/// so that is rare enough for a test.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
 
 /// The binary under test.
 pub fn bin() -> &'static str {

@@ -156,6 +156,7 @@ pub struct Sidecar {
     pub inbound: Option<SocketAddr>,
     pub outbound: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
     _dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -216,15 +217,25 @@ impl Sidecar {
             .spawn()
             .expect("spawn pilotfish");
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().expect("stdout")),
+        for (stream, only) in [
+            (
+                Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+                None,
+            ),
+            (
+                Box::new(child.stdout.take().expect("stdout")),
+                Some(stdout.clone()),
+            ),
         ] {
             let logs = logs.clone();
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(only) = &only {
+                        only.lock().expect("stdout").push(line.clone());
+                    }
                     logs.lock().expect("logs").push(line.clone());
                     let _ = tx.send(line);
                 }
@@ -236,6 +247,7 @@ impl Sidecar {
             inbound: None,
             outbound: None,
             logs,
+            stdout,
             lines,
             _dir: dir,
             config_path,
@@ -290,6 +302,43 @@ impl Sidecar {
     /// Everything the process printed so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()
+    }
+
+    /// The lines printed on stdout (the access log) so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().expect("stdout").clone()
+    }
+
+    /// The JSON access log lines so far; panics on a line that is not a
+    /// JSON object.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .iter()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("access log line {line:?} is not JSON: {e}"));
+                assert!(value.is_object(), "{line}");
+                value
+            })
+            .collect()
+    }
+
+    /// Waits until the access log has at least `count` lines.
+    pub fn wait_access_log(&self, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} access log lines, not {count}, after {timeout:?}:\n{}",
+                lines.len(),
+                self.logs().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until a log line contains `needle`; panics after `timeout`.

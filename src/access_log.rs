@@ -1,0 +1,289 @@
+//! Access logs: one line per request on stdout, as JSON or readable text.
+//! (Diagnostic logs go to stderr, so the two streams never mix.)
+//!
+//! A request formats its line and hands it to a writer thread through a
+//! bounded queue; it never waits on stdout. When stdout cannot keep up
+//! the line is dropped and counted (`pilotfish_access_log_dropped_total`).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::AccessLogFormat;
+use crate::metrics::TelemetryMetrics;
+
+/// Lines waiting for stdout before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// One request, as its access log line tells it. Every field is always
+/// present in JSON (`null` when it does not apply), so the lines can be
+/// loaded into a table as they are.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    /// When the request arrived (RFC 3339, UTC, microseconds).
+    pub timestamp: String,
+    /// `inbound` (mesh -> app) or `outbound` (app -> mesh).
+    pub direction: &'static str,
+    /// Outbound: the destination service; inbound: this service.
+    pub service: &'a str,
+    /// Outbound: the route's name.
+    pub route: Option<&'a str>,
+    /// The request method.
+    pub method: &'a str,
+    /// The authority (`Host`) the client asked for.
+    pub authority: Option<&'a str>,
+    /// The path, without the query (which often carries secrets).
+    pub path: &'a str,
+    /// `HTTP/1.1` or `HTTP/2.0`, as the client spoke.
+    pub protocol: &'static str,
+    /// The response status sent to the client.
+    pub status: u16,
+    /// From request received to the response's last byte sent.
+    pub duration_ms: f64,
+    /// Request body bytes received from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// The endpoint of the last attempt (outbound) or the app (inbound).
+    pub upstream: Option<SocketAddr>,
+    /// Attempts made (outbound; retries are attempts after the first).
+    pub attempts: Option<u32>,
+    /// The calling workload's SPIFFE id (inbound).
+    pub peer: Option<&'a str>,
+    /// The trace.
+    pub trace_id: String,
+    /// This sidecar's span for the request.
+    pub span_id: String,
+    /// Whether the trace is sampled.
+    pub sampled: bool,
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// The correlation id.
+    pub correlation_id: &'a str,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<&'a str>,
+    /// The Pilotfish error reason (the `pilotfish-error` value), if the
+    /// proxy, here or at the far sidecar, failed the request.
+    pub error: Option<&'a str>,
+}
+
+impl Entry<'_> {
+    /// The timestamp field of a request that arrived at `at`.
+    pub fn timestamp(at: SystemTime) -> String {
+        humantime::format_rfc3339_micros(at).to_string()
+    }
+
+    /// The duration field.
+    pub fn millis(took: Duration) -> f64 {
+        // Microsecond precision is what a log reader can use.
+        (took.as_secs_f64() * 1e6).round() / 1e3
+    }
+
+    fn json(&self, line: &mut Vec<u8>) {
+        // Serializing plain fields cannot fail.
+        let _ = serde_json::to_writer(&mut *line, self);
+        line.push(b'\n');
+    }
+
+    fn text(&self, line: &mut Vec<u8>) {
+        let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+        let _ = writeln!(
+            line,
+            "{} {} {} {} {} {} {} {} {}ms in={} out={} upstream={} attempts={} peer={} trace={} span={} request_id={} correlation_id={} error={}",
+            self.timestamp,
+            self.direction,
+            self.service,
+            self.method,
+            self.authority.unwrap_or("-"),
+            self.path,
+            self.protocol,
+            self.status,
+            self.duration_ms,
+            self.bytes_in,
+            self.bytes_out,
+            self.upstream
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            self.attempts
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            dash(self.peer),
+            self.trace_id,
+            self.span_id,
+            self.request_id,
+            self.correlation_id,
+            dash(self.error),
+        );
+    }
+}
+
+/// The access log of one config generation.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    format: AccessLogFormat,
+    sink: Option<Arc<Sink>>,
+}
+
+impl AccessLog {
+    /// Writes lines in `format` (nothing for `off`).
+    pub fn new(format: AccessLogFormat, metrics: &TelemetryMetrics) -> Self {
+        let sink = (format != AccessLogFormat::Off).then(|| Sink::stdout(metrics));
+        Self { format, sink }
+    }
+
+    /// An access log that writes nothing.
+    pub fn off() -> Self {
+        Self {
+            format: AccessLogFormat::Off,
+            sink: None,
+        }
+    }
+
+    /// Whether lines are written: gather their fields only then.
+    pub fn is_on(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Writes `entry`'s line (or drops and counts it if stdout is behind).
+    pub fn write(&self, entry: &Entry<'_>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let mut line = Vec::with_capacity(512);
+        match self.format {
+            AccessLogFormat::Json => entry.json(&mut line),
+            AccessLogFormat::Text => entry.text(&mut line),
+            AccessLogFormat::Off => return,
+        }
+        sink.send(line);
+    }
+}
+
+/// The writer thread's queue. One per process: there is one stdout.
+#[derive(Debug)]
+struct Sink {
+    queue: SyncSender<Vec<u8>>,
+    metrics: TelemetryMetrics,
+}
+
+impl Sink {
+    fn stdout(metrics: &TelemetryMetrics) -> Arc<Self> {
+        static STDOUT: OnceLock<Arc<Sink>> = OnceLock::new();
+        STDOUT
+            .get_or_init(|| {
+                let (queue, lines) = sync_channel(QUEUE);
+                let spawned = std::thread::Builder::new()
+                    .name("access-log".to_owned())
+                    .spawn(move || write_lines(&lines, &mut std::io::stdout()));
+                if let Err(e) = spawned {
+                    tracing::error!("cannot start the access log writer: {e}");
+                }
+                Arc::new(Sink {
+                    queue,
+                    metrics: metrics.clone(),
+                })
+            })
+            .clone()
+    }
+
+    fn send(&self, line: Vec<u8>) {
+        match self.queue.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics.access_log_dropped();
+            }
+        }
+    }
+}
+
+/// Writes lines as they come, flushing whenever the queue is empty, so a
+/// quiet sidecar's lines are out at once and a busy one's go out in
+/// large writes.
+fn write_lines(lines: &Receiver<Vec<u8>>, out: &mut impl Write) {
+    let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(line) = lines.recv() {
+        let mut ok = buffered.write_all(&line).is_ok();
+        while let Ok(line) = lines.try_recv() {
+            ok &= buffered.write_all(&line).is_ok();
+        }
+        ok &= buffered.flush().is_ok();
+        if !ok {
+            // stdout is closed: nothing more can be logged, and the
+            // queue filling up counts the lines lost from now on.
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            timestamp: Entry::timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(1_500_000)),
+            direction: "outbound",
+            service: "users",
+            route: Some("default"),
+            method: "GET",
+            authority: Some("users"),
+            path: "/users/1",
+            protocol: "HTTP/1.1",
+            status: 200,
+            duration_ms: Entry::millis(Duration::from_micros(1234)),
+            bytes_in: 0,
+            bytes_out: 17,
+            upstream: Some("127.0.0.1:8080".parse().unwrap()),
+            attempts: Some(1),
+            peer: None,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
+            span_id: "00f067aa0ba902b7".to_owned(),
+            sampled: true,
+            request_id: "r-1",
+            correlation_id: "c-1",
+            user_agent: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn json_lines_have_every_field() {
+        let mut line = Vec::new();
+        entry().json(&mut line);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["timestamp"], "1970-01-01T00:00:01.500000Z");
+        assert_eq!(value["duration_ms"], 1.234);
+        assert_eq!(value["upstream"], "127.0.0.1:8080");
+        assert!(value["error"].is_null());
+        assert_eq!(value.as_object().unwrap().len(), 23);
+    }
+
+    #[test]
+    fn text_lines_read_left_to_right() {
+        let mut line = Vec::new();
+        entry().text(&mut line);
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.starts_with(
+                "1970-01-01T00:00:01.500000Z outbound users GET users /users/1 HTTP/1.1 200 1.234ms in=0 out=17 upstream=127.0.0.1:8080"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with("correlation_id=c-1 error=-\n"), "{line}");
+    }
+
+    #[test]
+    fn the_writer_batches_and_stops_when_the_senders_go() {
+        let (queue, lines) = sync_channel(8);
+        for i in 0..3 {
+            queue.send(format!("line {i}\n").into_bytes()).unwrap();
+        }
+        drop(queue);
+        let mut out = Vec::new();
+        write_lines(&lines, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "line 0\nline 1\nline 2\n");
+    }
+}
