@@ -28,8 +28,9 @@ pub struct Entry<'a> {
     pub timestamp: String,
     /// `inbound` (mesh -> app) or `outbound` (app -> mesh).
     pub direction: &'static str,
-    /// Outbound: the destination service; inbound: this service.
-    pub service: &'a str,
+    /// Outbound: the destination service (`null` when no route matched);
+    /// inbound: this service.
+    pub service: Option<&'a str>,
     /// Outbound: the route's name.
     pub route: Option<&'a str>,
     /// The request method.
@@ -96,7 +97,7 @@ impl Entry<'_> {
             "{} {} {} {} {} {} {} {} {}ms in={} out={} upstream={} attempts={} peer={} trace={} span={} request_id={} correlation_id={} error={}",
             self.timestamp,
             self.direction,
-            self.service,
+            self.service.unwrap_or("-"),
             self.method,
             self.authority.unwrap_or("-"),
             self.path,
@@ -131,14 +132,6 @@ impl AccessLog {
     pub fn new(format: AccessLogFormat, metrics: &TelemetryMetrics) -> Self {
         let sink = (format != AccessLogFormat::Off).then(|| Sink::stdout(metrics));
         Self { format, sink }
-    }
-
-    /// An access log that writes nothing.
-    pub fn off() -> Self {
-        Self {
-            format: AccessLogFormat::Off,
-            sink: None,
-        }
     }
 
     /// Whether lines are written: gather their fields only then.
@@ -225,7 +218,7 @@ mod tests {
         Entry {
             timestamp: Entry::timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(1_500_000)),
             direction: "outbound",
-            service: "users",
+            service: Some("users"),
             route: Some("default"),
             method: "GET",
             authority: Some("users"),
@@ -258,7 +251,7 @@ mod tests {
         assert_eq!(value["duration_ms"], 1.234);
         assert_eq!(value["upstream"], "127.0.0.1:8080");
         assert!(value["error"].is_null());
-        assert_eq!(value.as_object().unwrap().len(), 23);
+        assert_eq!(value.as_object().unwrap().len(), 22);
     }
 
     #[test]

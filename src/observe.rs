@@ -41,7 +41,6 @@ pub struct Observer {
     tracer: Arc<Tracer>,
     access_log: AccessLog,
     ids: RequestIdHeaders,
-    service: Arc<str>,
 }
 
 impl Observer {
@@ -76,18 +75,7 @@ impl Observer {
             tracer: Arc::new(Tracer::new(&config.tracing, exporter)),
             access_log: AccessLog::new(config.access_log.format, &metrics.telemetry),
             ids,
-            service: service.into(),
         })
-    }
-
-    /// Propagates W3C context and request ids; records nothing.
-    pub fn disabled(service: &str) -> Self {
-        Self {
-            tracer: Arc::new(Tracer::disabled()),
-            access_log: AccessLog::off(),
-            ids: RequestIdHeaders::default(),
-            service: service.into(),
-        }
     }
 
     /// The tracer.
@@ -309,7 +297,7 @@ impl Exchange {
         let entry = Entry {
             timestamp: Entry::timestamp(self.arrived),
             direction: self.direction.as_str(),
-            service: labels.service.as_deref().unwrap_or(&self.observer.service),
+            service: labels.service.as_deref(),
             route: labels.route.as_deref(),
             method: log.method.as_str(),
             authority: log.authority.as_deref(),

@@ -37,7 +37,14 @@ pub fn render(mesh: &Mesh, identity: impl Fn(&str) -> String, dir: &Path) -> Str
     let logs = dir.join("logs");
     let _ = writeln!(
         out,
-        "\nLogs of every app and sidecar: {}\nConfigs and certificates: {}\nPress Ctrl-C to stop.",
+        "\nLogs of every app and sidecar, with an access log line per request: {}\n\
+         Follow one request through every sidecar by its correlation id (sent or made up):\n\
+         curl -s -H 'Host: orders' -H 'x-correlation-id: my-order' http://{}/orders/42 >/dev/null; grep -h my-order {}/*\n\
+         Configs and certificates: {}\nPress Ctrl-C to stop.",
+        logs.display(),
+        mesh.node("client")
+            .and_then(|c| c.outbound)
+            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
         logs.display(),
         dir.display()
     );

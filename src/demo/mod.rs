@@ -56,6 +56,10 @@ pub struct DemoArgs {
     /// in it are overwritten.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Send every sidecar's spans to this OTLP/gRPC collector, such as
+    /// Jaeger's `http://127.0.0.1:4317` (every demo request is traced).
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 /// Runs the demo mesh until Ctrl-C or SIGTERM; an error if it cannot start
@@ -76,7 +80,8 @@ async fn run_mesh(args: DemoArgs) -> anyhow::Result<()> {
     let dir = prepare_dir(args.dir)?;
     println!("Demo files: {}", dir.display());
     let ports = plan::free_ports(Mesh::ports_needed()).context("cannot find free ports")?;
-    let mesh = Mesh::new(&ports).context("not enough free ports")?;
+    let mut mesh = Mesh::new(&ports).context("not enough free ports")?;
+    mesh.otlp = args.otlp;
     let identities = write_files(&mesh, &dir)?;
     let mut children = Children::default();
     let result = start_and_watch(&mesh, &dir, &identities, &mut children, &mut signals).await;

@@ -73,6 +73,8 @@ pub struct TlsPaths<'a> {
 pub struct Mesh {
     /// Every workload, in start order.
     pub nodes: Vec<Node>,
+    /// The OTLP/gRPC collector every sidecar sends its spans to, if any.
+    pub otlp: Option<String>,
 }
 
 /// Free loopback ports: each is bound at once (so none repeats) and
@@ -118,7 +120,7 @@ impl Mesh {
                 calls: spec.calls,
             });
         }
-        Some(Self { nodes })
+        Some(Self { nodes, otlp: None })
     }
 
     /// The workload called `name`.
@@ -172,6 +174,17 @@ impl Mesh {
         // demo's 10 s wait before SIGKILL.
         yaml.push_str("shutdown:\n  drain_timeout: 5s\n");
         yaml.push_str("log: { format: text }\n");
+        // A line per request, beside the diagnostic logs in the log file.
+        yaml.push_str("access_log: { format: text }\n");
+        // Every demo request is traced: there are few, and all are worth
+        // seeing.
+        yaml.push_str("tracing:\n  sample_ratio: 1.0\n");
+        if let Some(endpoint) = &self.otlp {
+            let endpoint = serde_json::Value::from(endpoint.as_str());
+            yaml.push_str(&format!(
+                "  otlp: {{ endpoint: {endpoint}, flush_interval: 1s }}\n"
+            ));
+        }
         yaml
     }
 }
@@ -204,7 +217,8 @@ mod tests {
 
     #[test]
     fn configs_are_valid_and_point_at_the_right_places() {
-        let mesh = mesh();
+        let mut mesh = mesh();
+        mesh.otlp = Some("http://127.0.0.1:4317".to_owned());
         let dir = Path::new("/tmp/demo dir: with # odd 'chars'");
         for node in &mesh.nodes {
             let cert = dir.join(format!("{}.pem", node.name));
@@ -224,6 +238,12 @@ mod tests {
             assert_eq!(tls_cert, Some(cert));
             assert_eq!(*parsed.admin.listen, node.admin);
             assert_eq!(parsed.inbound.as_ref().map(|i| *i.app), node.app);
+            let otlp = parsed
+                .tracing
+                .otlp
+                .as_ref()
+                .map(|o| o.endpoint.get().as_str());
+            assert_eq!(otlp, Some("http://127.0.0.1:4317"));
             if let Some(inbound) = &parsed.inbound {
                 let rules = inbound.authorization.as_ref().map(|a| a.rules.len());
                 assert_eq!(rules, Some(1), "{}: only its callers get in", node.name);

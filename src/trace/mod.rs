@@ -59,11 +59,6 @@ impl Tracer {
         }
     }
 
-    /// A tracer that propagates W3C context and records nothing.
-    pub fn disabled() -> Self {
-        Self::new(&TracingConfig::default(), None)
-    }
-
     /// The exporter, if spans are exported.
     pub fn exporter(&self) -> Option<&Arc<Exporter>> {
         self.exporter.as_ref()

@@ -1,7 +1,11 @@
 //! The admin listener: liveness, readiness, Prometheus metrics and the
 //! effective config (key paths shown, key material never).
 
+use http::Request;
+
 use crate::support::*;
+
+const SOON: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn admin_get(sidecar: &Sidecar, path: &str) -> Collected {
     collect(send_h1(sidecar.admin, get("admin", path)).await).await
@@ -104,4 +108,49 @@ async fn live_ready_metrics_and_config() {
     assert!(!yaml.contains("PRIVATE KEY"), "key material leaked: {yaml}");
 
     assert_eq!(admin_get(orders, "/nope").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_level_changes_at_run_time() {
+    let Pair { orders, .. } = &Pair::start().await;
+    assert_eq!(admin_get(orders, "/log-level").await.text(), "info\n");
+
+    let set = |query: &str| {
+        Request::post(format!("/log-level?{query}"))
+            .header("host", "admin")
+            .body(empty())
+            .expect("request")
+    };
+    let changed = collect(send_h1(orders.admin, set("level=debug")).await).await;
+    assert_eq!(
+        (changed.status.as_u16(), changed.text().as_str()),
+        (200, "debug\n")
+    );
+    assert_eq!(admin_get(orders, "/log-level").await.text(), "debug\n");
+    orders.wait_for_log("log filter changed through the admin port", SOON);
+    // Debug lines now appear: a request to a destination logs its
+    // connection at debug level.
+    collect(send_h1(orders.outbound(), get("users", "/echo")).await).await;
+    orders.wait_for_log(r#""level":"DEBUG""#, SOON);
+
+    let bad = collect(send_h1(orders.admin, set("level=no%20such%3D%3Dfilter")).await).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("bad filter"), "{}", bad.text());
+    let missing = collect(send_h1(orders.admin, set("other=1")).await).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(
+        admin_get(orders, "/log-level").await.text(),
+        "debug\n",
+        "unchanged"
+    );
+
+    let back = collect(
+        send_h1(
+            orders.admin,
+            set("level=info%2Cpilotfish%3A%3Aoutbound%3Dwarn"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(back.text(), "info,pilotfish::outbound=warn\n");
 }

@@ -297,3 +297,55 @@ outbound:
         "{out}"
     );
 }
+
+#[test]
+fn bad_telemetry_settings_point_at_the_value() {
+    let certs = Certs::new();
+    let yaml = format!(
+        "{}tracing:
+  propagation: [w3c, b3, w3c]
+  sample_ratio: 1.5
+  otlp:
+    endpoint: https://collector:4317
+    max_batch: 0
+request_ids:
+  correlation_header: x-request-id
+access_log:
+  format: loud
+",
+        valid(&certs)
+    );
+    let (code, out, file) = check(certs.dir.path(), "telemetry.yaml", &yaml);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "{file}:23:11: unknown variant `loud`, expected one of off, json, text"
+        )),
+        "{out}"
+    );
+    let yaml = yaml.replace("  format: loud\n", "  format: json\n");
+    let (code, out, _) = check(certs.dir.path(), "telemetry.yaml", &yaml);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        format!("{file}:15:16: tracing.propagation lists w3c twice"),
+        format!("{file}:16:17: tracing.sample_ratio 1.5 must be from 0"),
+        format!(
+            "{file}:18:15: tracing.otlp.endpoint \"https://collector:4317\": TLS to the collector is not supported"
+        ),
+        format!("{file}:19:16: tracing.otlp.max_batch must be at least 1"),
+        format!(
+            "{file}:21:23: request_ids.correlation_header: the correlation header cannot be x-request-id"
+        ),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(expected.as_str())),
+            "expected a line starting {expected:?} in:\n{out}"
+        );
+    }
+    let no_port = yaml.replace("https://collector:4317", "http://collector");
+    let (_, out, _) = check(certs.dir.path(), "telemetry.yaml", &no_port);
+    assert!(
+        out.contains("has no port; collectors listen on 4317 (gRPC) or 4318 (HTTP)"),
+        "{out}"
+    );
+}
