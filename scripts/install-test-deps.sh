@@ -5,28 +5,51 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Python with venv, for the TLS scanner.
-packages=(python3 python3-venv)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
 
+# Debian packages, each when what it provides is missing:
+#   python3-venv   a virtualenv for the TLS scanner (tls_scan.rs)
+#   prometheus     a real Prometheus scrapes a sidecar, and promtool checks
+#                  deploy/prometheus/ (prometheus.rs)
 missing=()
-for package in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
-        || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ] && ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3 python3-venv)
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's prometheus package starts a system Prometheus on :9090 when
+# installed; the tests start their own on a free port, so that one is
+# stopped and disabled.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    $sudo service prometheus stop >/dev/null 2>&1 || true
+    if [ -d /run/systemd/system ]; then
+        $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+    else
+        $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+    # Where the service could not be stopped (no init in a container), end
+    # the package's own server: /usr/bin/prometheus run by its system user,
+    # one PID at a time, never anything a test or a person started.
+    for pid in $(pgrep -u prometheus -x prometheus || true); do
+        if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/bin/prometheus ]; then
+            echo "stopping the package's prometheus (pid $pid)" >&2
+            $sudo kill "$pid" || true
+        fi
+    done
 fi
 
 # sslyze scans the inbound mTLS port in tests/integration/tls_scan.rs.
 venv=.test-tools/venv
 sslyze_version=6.3.1
-if ! "$venv/bin/sslyze" --help >/dev/null 2>&1 \
-    || ! "$venv/bin/pip" show sslyze 2>/dev/null | grep -q "^Version: $sslyze_version$"; then
+# (The version is read whole: `pip show | grep -q` fails under pipefail
+# when grep exits before pip has written everything.)
+installed=$("$venv/bin/pip" show sslyze 2>/dev/null | sed -n 's/^Version: //p' || true)
+if ! "$venv/bin/sslyze" --help >/dev/null 2>&1 || [ "$installed" != "$sslyze_version" ]; then
     echo "installing sslyze $sslyze_version into $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "sslyze==$sslyze_version"

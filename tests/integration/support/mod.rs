@@ -11,6 +11,7 @@ pub mod load;
 pub mod mesh;
 pub mod otlp;
 pub mod pair;
+pub mod prometheus;
 pub mod sidecar;
 pub mod test_app;
 
