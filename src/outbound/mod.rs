@@ -206,10 +206,10 @@ impl Outbound {
         parts.headers.remove(ORIG_PROTO);
         parts.headers.remove(ATTEMPT_HEADER);
         let mut ctx = RequestContext::new(policy.clone(), app_spoke_http1);
-        ctx.trace = Some(AttemptTrace {
+        ctx.trace = Some(Arc::new(AttemptTrace {
             tracer: exchange.tracer().clone(),
             parent: exchange.span_context().clone(),
-        });
+        }));
         let tried = ctx.tried.clone();
         parts.extensions.insert(ctx);
         let req = Request::from_parts(parts, exchange.count_request(body));

@@ -53,8 +53,9 @@ pub struct RequestContext {
     /// True for a request sent to a fallback destination, which never
     /// falls back further.
     pub is_fallback: bool,
-    /// The request's span, parent of each attempt's.
-    pub trace: Option<trace::AttemptTrace>,
+    /// The request's span, parent of each attempt's (shared: the context
+    /// is cloned by several layers per attempt).
+    pub trace: Option<Arc<trace::AttemptTrace>>,
 }
 
 impl RequestContext {
