@@ -13,35 +13,39 @@ export DEBIAN_FRONTEND=noninteractive
 #   python3-venv   a virtualenv for the TLS scanner (tls_scan.rs)
 #   prometheus     a real Prometheus scrapes a sidecar, and promtool checks
 #                  deploy/prometheus/ (prometheus.rs)
+#   redis-server   the store of global rate limits (rate_limit.rs)
 missing=()
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3 python3-venv)
 { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Debian's prometheus package starts a system Prometheus on :9090 when
-# installed; the tests start their own on a free port, so that one is
-# stopped and disabled.
-if [[ " ${missing[*]} " == *" prometheus "* ]]; then
-    $sudo service prometheus stop >/dev/null 2>&1 || true
+# Debian's prometheus and redis-server packages start system servers (on
+# :9090 and :6379) when installed; the tests start their own on free ports,
+# so those are stopped and disabled.
+for service in prometheus redis-server; do
+    [[ " ${missing[*]} " == *" $service "* ]] || continue
+    $sudo service "$service" stop >/dev/null 2>&1 || true
     if [ -d /run/systemd/system ]; then
-        $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+        $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
     else
-        $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+        $sudo update-rc.d "$service" disable >/dev/null 2>&1 || true
     fi
     # Where the service could not be stopped (no init in a container), end
-    # the package's own server: /usr/bin/prometheus run by its system user,
-    # one PID at a time, never anything a test or a person started.
-    for pid in $(pgrep -u prometheus -x prometheus || true); do
-        if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/bin/prometheus ]; then
-            echo "stopping the package's prometheus (pid $pid)" >&2
+    # the package's own server: its binary run by its system user, one PID
+    # at a time, never anything a test or a person started.
+    user=${service%-server}
+    for pid in $(pgrep -u "$user" -x "$service" || true); do
+        if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "/usr/bin/$service" ]; then
+            echo "stopping the package's $service (pid $pid)" >&2
             $sudo kill "$pid" || true
         fi
     done
-fi
+done
 
 # sslyze scans the inbound mTLS port in tests/integration/tls_scan.rs.
 venv=.test-tools/venv

@@ -37,6 +37,7 @@ pub mod listener;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;
+pub mod ratelimit;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;

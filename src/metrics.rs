@@ -40,6 +40,8 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     /// Span export and access logs.
     pub telemetry: TelemetryMetrics,
+    /// Rate limit decisions and global limits' health.
+    pub rate_limits: RateLimitMetrics,
 }
 
 impl Metrics {
@@ -54,6 +56,7 @@ impl Metrics {
             resilience: ResilienceMetrics::register(registry)?,
             connections: ConnectionMetrics::register(registry)?,
             telemetry: TelemetryMetrics::register(registry)?,
+            rate_limits: RateLimitMetrics::register(registry)?,
         })
     }
 }
@@ -549,5 +552,108 @@ impl TelemetryMetrics {
     /// An access log line dropped.
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.inc();
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Rate limit decisions, and the health of global limits.
+#[derive(Debug, Clone)]
+pub struct RateLimitMetrics {
+    decisions: IntCounterVec,
+    degraded: prometheus::IntGaugeVec,
+    replicas: prometheus::IntGaugeVec,
+}
+
+impl RateLimitMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            decisions: counter(
+                registry,
+                "pilotfish_rate_limit_decisions_total",
+                "Requests a rate limit judged, by limit and decision: allowed, limited (refused with 429), or shadow_limited (over the limit, let through in shadow mode).",
+                &["limit", "decision"],
+            )?,
+            degraded: register(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "pilotfish_rate_limit_degraded",
+                        "1 while a global limit cannot reach Redis and its on_failure policy decides, by limit.",
+                    ),
+                    &["limit"],
+                )?,
+            )?,
+            replicas: register(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "pilotfish_rate_limit_replicas",
+                        "Replicas sharing a global limit, as Redis last said, by limit.",
+                    ),
+                    &["limit"],
+                )?,
+            )?,
+        })
+    }
+
+    /// The counters of one limit, resolved once.
+    pub fn for_limit(&self, limit: &str) -> LimitMetrics {
+        LimitMetrics {
+            name: limit.into(),
+            allowed: self.decisions.with_label_values(&[limit, "allowed"]),
+            limited: self.decisions.with_label_values(&[limit, "limited"]),
+            shadow: self.decisions.with_label_values(&[limit, "shadow_limited"]),
+            degraded: self.degraded.with_label_values(&[limit]),
+            replicas: self.replicas.with_label_values(&[limit]),
+        }
+    }
+}
+
+/// The metrics of one limit.
+#[derive(Debug, Clone)]
+pub struct LimitMetrics {
+    name: std::sync::Arc<str>,
+    allowed: prometheus::IntCounter,
+    limited: prometheus::IntCounter,
+    shadow: prometheus::IntCounter,
+    degraded: prometheus::IntGauge,
+    replicas: prometheus::IntGauge,
+}
+
+impl LimitMetrics {
+    /// The limit's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A request was let through.
+    pub fn allowed(&self) {
+        self.allowed.inc();
+    }
+
+    /// A request was refused.
+    pub fn limited(&self) {
+        self.limited.inc();
+    }
+
+    /// A request over the limit was let through (shadow mode).
+    pub fn shadow_limited(&self) {
+        self.shadow.inc();
+    }
+
+    /// Whether the fallback decides (Redis unreachable).
+    pub fn degraded(&self, degraded: bool) {
+        self.degraded.set(i64::from(degraded));
+    }
+
+    /// Replicas sharing the limit.
+    pub fn replicas(&self, replicas: u32) {
+        self.replicas.set(i64::from(replicas));
     }
 }

@@ -61,7 +61,7 @@ async fn serve_outbound(
         let current = live.outbound();
         async move {
             Ok::<_, Infallible>(match current {
-                Some(outbound) => outbound.handle(req).await,
+                Some(outbound) => outbound.handle(req, addr).await,
                 None => not_serving(Direction::Outbound),
             })
         }

@@ -15,6 +15,7 @@ use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::outbound::Outbound;
+use crate::ratelimit::RateLimits;
 use crate::tls::{CredentialStore, Credentials};
 
 /// Everything requests need, built from one config.
@@ -32,6 +33,8 @@ pub struct ProxyState {
     pub outbound: Option<Arc<Outbound>>,
     /// Ids, spans and access logs, for both sides.
     pub observer: Arc<Observer>,
+    /// Rate limits, for both sides.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl ProxyState {
@@ -56,6 +59,11 @@ impl ProxyState {
             metrics,
             previous.map(|p| &*p.observer),
         )?);
+        let rate_limits = Arc::new(RateLimits::build(
+            &config,
+            metrics,
+            previous.map(|p| &*p.rate_limits),
+        )?);
         let inbound = match (&config.inbound, &creds) {
             (Some(inbound), Some(creds)) => Some(Arc::new(Inbound::build(
                 &config,
@@ -63,6 +71,7 @@ impl ProxyState {
                 creds,
                 metrics,
                 &observer,
+                &rate_limits,
                 previous.and_then(|p| p.inbound.as_deref()),
             )?)),
             (Some(_), None) => {
@@ -77,6 +86,7 @@ impl ProxyState {
                 creds.as_ref(),
                 metrics,
                 &observer,
+                &rate_limits,
                 previous.and_then(|p| p.outbound.as_deref()),
             )?)),
             None => None,
@@ -88,6 +98,7 @@ impl ProxyState {
             inbound,
             outbound,
             observer,
+            rate_limits,
         })
     }
 }

@@ -8,6 +8,7 @@
 mod inbound;
 mod load;
 mod outbound;
+mod rate_limit;
 mod resilience;
 mod telemetry;
 mod tls;
@@ -27,6 +28,9 @@ pub use load::{
     CheckReport, ConfigError, ConfigErrors, check_files, digest, load, load_file, parse_str,
 };
 pub use outbound::{DestinationConfig, OutboundConfig, RouteConfig, Transport, UpstreamProtocol};
+pub use rate_limit::{
+    GlobalLimitConfig, LimitDirection, LimitKey, LimitOverride, OnFailure, RateLimitConfig,
+};
 pub use resilience::{
     BreakerConfig, FallbackConfig, GrpcCode, LimitsConfig, LoadBalancer, OutlierConfig,
     RetryBudgetConfig, RetryConfig, RetryOn,
@@ -85,6 +89,9 @@ pub struct Config {
     /// `x-request-id` and the correlation id.
     #[serde(default)]
     pub request_ids: RequestIdConfig,
+    /// Token-bucket rate limits, inbound and outbound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitConfig>,
 }
 
 impl Config {

@@ -76,6 +76,8 @@ pub enum Reason {
     BreakerOpen,
     /// The destination has no endpoints (DNS gave none).
     NoEndpoints,
+    /// A rate limit refused the request.
+    RateLimited,
 }
 
 impl Reason {
@@ -99,6 +101,7 @@ impl Reason {
             Self::Overloaded => "overloaded",
             Self::BreakerOpen => "breaker-open",
             Self::NoEndpoints => "no-endpoints",
+            Self::RateLimited => "rate-limited",
         }
     }
 
@@ -109,6 +112,7 @@ impl Reason {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute
@@ -236,6 +240,18 @@ pub enum ProxyError {
         /// The destination.
         service: String,
     },
+    /// A rate limit refused the request.
+    #[error("rate limit {limit:?} reached; retry in {}", humantime::format_duration(*wait))]
+    RateLimited {
+        /// The limit's name.
+        limit: std::sync::Arc<str>,
+        /// Until the next token (at millisecond precision).
+        wait: Duration,
+        /// Its `RateLimit-Policy` value.
+        policy: HeaderValue,
+        /// Its name as a quoted string, for `RateLimit`.
+        quoted: std::sync::Arc<str>,
+    },
 }
 
 impl ProxyError {
@@ -261,6 +277,7 @@ impl ProxyError {
             Self::Overloaded { .. } => Reason::Overloaded,
             Self::BreakerOpen { .. } => Reason::BreakerOpen,
             Self::NoEndpoints { .. } => Reason::NoEndpoints,
+            Self::RateLimited { .. } => Reason::RateLimited,
         }
     }
 
@@ -285,7 +302,54 @@ impl ProxyError {
         if let Self::Forbidden { reason, .. } = self {
             headers.insert(AUTHZ_HEADER, HeaderValue::from_static(reason.as_str()));
         }
+        self.add_rate_limit_headers(headers);
         response
+    }
+
+    /// The response a gRPC client gets: HTTP 200 with the status in
+    /// `grpc-status` (trailers-only), as gRPC clients expect. A rate limit
+    /// is RESOURCE_EXHAUSTED (8); other errors are UNAVAILABLE (14).
+    pub fn to_grpc_response(&self, direction: Direction) -> Response<Body> {
+        let code = match self.reason() {
+            Reason::RateLimited => "8",
+            _ => "14",
+        };
+        let mut response = Response::new(Body::Empty);
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        // grpc-message is percent-encoded; ours is plain ASCII but for '%'.
+        let message = format!("pilotfish {}: {self}", direction.as_str()).replace('%', "%25");
+        if let Ok(message) = HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", message);
+        }
+        headers.insert(
+            ERROR_HEADER,
+            HeaderValue::from_static(self.reason().as_str()),
+        );
+        self.add_rate_limit_headers(headers);
+        response
+    }
+
+    /// `Retry-After` (whole seconds, rounded up) and the IETF
+    /// `RateLimit-Policy` / `RateLimit` fields, on a rate-limited answer.
+    fn add_rate_limit_headers(&self, headers: &mut http::HeaderMap) {
+        let Self::RateLimited {
+            wait,
+            policy,
+            quoted,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        headers.insert("ratelimit-policy", policy.clone());
+        if let Ok(value) = HeaderValue::from_str(&format!("{quoted};r=0;t={seconds}")) {
+            headers.insert("ratelimit", value);
+        }
     }
 }
 
@@ -339,6 +403,7 @@ mod tests {
             Reason::Overloaded,
             Reason::BreakerOpen,
             Reason::NoEndpoints,
+            Reason::RateLimited,
         ];
         let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), all.len());

@@ -198,6 +198,34 @@ impl PathMatch {
     }
 }
 
+/// A caller pattern on its own, as rate-limit overrides use it.
+#[derive(Debug, Clone)]
+pub struct CallerMatch {
+    caller: Caller,
+    trust_domain: String,
+}
+
+impl CallerMatch {
+    /// Compiles `pattern` (validated with the config) for a sidecar in
+    /// `namespace` of `trust_domain`.
+    pub fn new(
+        pattern: &CallerPattern,
+        trust_domain: &str,
+        namespace: &str,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            caller: compile_caller(pattern, namespace)?,
+            trust_domain: trust_domain.to_owned(),
+        })
+    }
+
+    /// Whether `caller` matches.
+    pub fn matches(&self, caller: &SpiffeId) -> bool {
+        self.caller
+            .matches(caller, caller.trust_domain() == self.trust_domain)
+    }
+}
+
 /// Checks one `from` entry (also used by config validation).
 pub fn check_caller(pattern: &CallerPattern) -> Result<(), String> {
     compile_caller(pattern, "default").map(drop)

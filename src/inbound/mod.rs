@@ -5,7 +5,8 @@
 //! ```text
 //! TCP accept -> Inbound::handshake (client cert required, identity, trust domain)
 //!   -> request -> Observer::begin (ids, span) -> admit (path normalized,
-//!   authorization policy) -> to_app_request -> PlainClient::send -> app
+//!   authorization policy) -> rate limits -> to_app_request
+//!   -> PlainClient::send -> app
 //! ```
 
 mod authz;
@@ -26,9 +27,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-pub use self::authz::{Decision, DenyReason, Policy, check_caller, check_method, check_path};
+pub use self::authz::{
+    CallerMatch, Decision, DenyReason, Policy, check_caller, check_method, check_path,
+};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
-use crate::config::{Config, InboundConfig, UpstreamProtocol};
+use crate::config::{Config, InboundConfig, LimitDirection, UpstreamProtocol};
 use crate::http::h1_pool::PoolSettings;
 use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};
 use crate::http::plain_client::PlainClient;
@@ -38,6 +41,7 @@ use crate::identity::{ServiceName, SpiffeId};
 use crate::listener::Metered;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::observe::{Exchange, Observer};
+use crate::ratelimit::{RateLimits, Subject};
 use crate::tls::{CredentialStore, Derived, HandshakeFailure, TlsSettings};
 
 /// The calling workload, as proven by its certificate.
@@ -83,6 +87,7 @@ pub struct Inbound {
     http: Arc<auto::Builder<TokioExecutor>>,
     metrics: Metrics,
     observer: Arc<Observer>,
+    rate_limits: Arc<RateLimits>,
 }
 
 impl Inbound {
@@ -95,6 +100,7 @@ impl Inbound {
         creds: &Arc<CredentialStore>,
         metrics: &Metrics,
         observer: &Arc<Observer>,
+        rate_limits: &Arc<RateLimits>,
         previous: Option<&Inbound>,
     ) -> Result<Self, BuildError> {
         // Room for the fields the calling sidecar added.
@@ -146,6 +152,7 @@ impl Inbound {
             http: Arc::new(server::builder(limits, config.http.header_read_timeout.0)),
             metrics: metrics.clone(),
             observer: observer.clone(),
+            rate_limits: rate_limits.clone(),
         })
     }
 
@@ -219,14 +226,18 @@ impl Inbound {
         let mut exchange = self.observer.begin(Direction::Inbound, &mut req);
         exchange.peer(peer.identity.as_str(), peer.addr);
         exchange.routed(self.service.as_str(), None);
+        let grpc = crate::http::grpc::is_grpc(req.headers());
         let result = match self.admit(req, peer) {
-            Ok(req) => match self.to_app_request(req, peer, &mut exchange) {
-                Ok((req, version)) => {
-                    let sent = self.app.send(req, version).await.map(to_response);
-                    exchange.upstream(Some(self.app_key.0), 1);
-                    sent
-                }
-                Err(err) => Err(err),
+            Ok(req) => match self.rate_limit(&req, peer).await {
+                Err(limited) => Err(limited),
+                Ok(()) => match self.to_app_request(req, peer, &mut exchange) {
+                    Ok((req, version)) => {
+                        let sent = self.app.send(req, version).await.map(to_response);
+                        exchange.upstream(Some(self.app_key.0), 1);
+                        sent
+                    }
+                    Err(err) => Err(err),
+                },
             },
             Err(err) => Err(err),
         };
@@ -242,7 +253,11 @@ impl Inbound {
                     "request failed"
                 );
                 exchange.failed(err.reason().as_str());
-                err.to_response(Direction::Inbound)
+                if grpc && err.reason() == crate::http::Reason::RateLimited {
+                    err.to_grpc_response(Direction::Inbound)
+                } else {
+                    err.to_response(Direction::Inbound)
+                }
             }
         };
         let labels = RequestLabels {
@@ -255,6 +270,28 @@ impl Inbound {
             .requests
             .record(labels, response.status(), start.elapsed());
         exchange.finish(response)
+    }
+
+    /// The inbound rate limits, keyed by the verified caller.
+    async fn rate_limit(&self, req: &Request<Incoming>, peer: &Peer) -> Result<(), ProxyError> {
+        if !self.rate_limits.any(LimitDirection::Inbound) {
+            return Ok(());
+        }
+        let subject = Subject {
+            caller: Some(&peer.identity),
+            client: Some(peer.addr.ip()),
+            headers: req.headers(),
+            service: None,
+            route: None,
+        };
+        match self
+            .rate_limits
+            .check(LimitDirection::Inbound, &subject)
+            .await
+        {
+            Some(limited) => Err(limited.into()),
+            None => Ok(()),
+        }
     }
 
     /// Normalizes the path and asks the authorization policy; a denied

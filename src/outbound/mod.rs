@@ -5,7 +5,8 @@
 //! the mesh (`transport: plaintext`).
 //!
 //! ```text
-//! request -> Observer::begin -> Target::of -> RouteTable::find -> Destination::call -> endpoint
+//! request -> Observer::begin -> Target::of -> RouteTable::find -> RateLimits::check
+//!         -> Destination::call -> endpoint
 //!         <- Exchange::finish <- from_upstream_response <------------------------ (peer's inbound)
 //! ```
 
@@ -21,6 +22,7 @@ pub mod policy;
 pub mod route;
 pub mod stack;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,13 +39,14 @@ use self::policy::trace::AttemptTrace;
 use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
 use self::route::{RouteTable, Target};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
-use crate::config::{Config, DestinationConfig, OutboundConfig, RouteConfig};
+use crate::config::{Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig};
 use crate::http::headers::{self, ORIG_PROTO};
 use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ProxyError};
 use crate::identity::ServiceName;
 use crate::metrics::{Metrics, RequestLabels, RequestMetrics};
 use crate::observe::{Exchange, Observer};
+use crate::ratelimit::{RateLimits, Subject};
 use crate::tls::{CredentialStore, TlsSettings};
 
 /// Metric label for requests that matched no destination.
@@ -61,6 +64,7 @@ pub struct Outbound {
     limits: HeaderLimits,
     metrics: RequestMetrics,
     observer: Arc<Observer>,
+    rate_limits: Arc<RateLimits>,
     http: Arc<auto::Builder<TokioExecutor>>,
 }
 
@@ -74,6 +78,7 @@ impl Outbound {
         creds: Option<&Arc<CredentialStore>>,
         metrics: &Metrics,
         observer: &Arc<Observer>,
+        rate_limits: &Arc<RateLimits>,
         previous: Option<&Outbound>,
     ) -> Result<Self, BuildError> {
         let server_limits = HeaderLimits::from_config(&config.http);
@@ -131,6 +136,7 @@ impl Outbound {
             limits,
             metrics: metrics.requests.clone(),
             observer: observer.clone(),
+            rate_limits: rate_limits.clone(),
             http: Arc::new(server::builder(
                 server_limits,
                 config.http.header_read_timeout.0,
@@ -150,10 +156,12 @@ impl Outbound {
 
     /// Handles one request from the app. Never fails: proxy errors become
     /// responses with the `pilotfish-error` header.
-    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+    /// `client` is the app's address (for limits keyed by it).
+    pub async fn handle(&self, mut req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         let start = Instant::now();
         let mut exchange = self.observer.begin(Direction::Outbound, &mut req);
-        let (policy, result) = self.forward(req, &mut exchange).await;
+        let grpc = crate::http::grpc::is_grpc(req.headers());
+        let (policy, result) = self.forward(req, client, &mut exchange).await;
         let (service, route) = match policy {
             Some((destination, policy)) => (destination.name().as_str(), &*policy.label),
             None => (UNKNOWN_SERVICE, ""),
@@ -170,7 +178,11 @@ impl Outbound {
                     "request failed"
                 );
                 exchange.failed(err.reason().as_str());
-                err.to_response(Direction::Outbound)
+                if grpc && err.reason() == crate::http::Reason::RateLimited {
+                    err.to_grpc_response(Direction::Outbound)
+                } else {
+                    err.to_response(Direction::Outbound)
+                }
             }
         };
         let labels = RequestLabels {
@@ -188,6 +200,7 @@ impl Outbound {
     async fn forward(
         &self,
         req: Request<Incoming>,
+        client: SocketAddr,
         exchange: &mut Exchange,
     ) -> (
         Option<(&Arc<Destination>, &Arc<RoutePolicy>)>,
@@ -198,6 +211,22 @@ impl Outbound {
             Err(err) => return (None, Err(err)),
         };
         exchange.routed(destination.name().as_str(), Some(&policy.label));
+        if self.rate_limits.any(LimitDirection::Outbound) {
+            let subject = Subject {
+                caller: None,
+                client: Some(client.ip()),
+                headers: req.headers(),
+                service: Some(destination.name().as_str()),
+                route: Some(&policy.label),
+            };
+            if let Some(limited) = self
+                .rate_limits
+                .check(LimitDirection::Outbound, &subject)
+                .await
+            {
+                return (Some((destination, policy)), Err(limited.into()));
+            }
+        }
         let (mut parts, body) = req.into_parts();
         let app_spoke_http1 = parts.version != Version::HTTP_2;
         headers::strip_hop_by_hop(&mut parts.headers);

@@ -16,6 +16,7 @@ mod keepalive;
 mod mtls;
 mod prometheus;
 mod proxy;
+mod rate_limit;
 mod reload;
 mod resilience;
 mod rotation;

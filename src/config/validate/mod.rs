@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 mod outbound;
+mod rate_limit;
 
 pub use self::outbound::expected_identity;
 use super::{Config, ConfigError, Located, Position, Transport};
@@ -67,6 +68,7 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
     }
     check_limits(config, r);
     check_telemetry(config, r);
+    rate_limit::check_rate_limits(config, r);
     if let Some(tls) = &config.tls {
         let share = *tls.expiry_warning.get();
         if !(0.0..=1.0).contains(&share) {

@@ -1,8 +1,29 @@
 //! Exponential backoff with full jitter: before retry `n` (1, 2, ...) wait
 //! a random time in `[0, min(max, base * 2^n))`. Random waits keep clients
-//! that failed together from retrying together.
+//! that failed together from retrying together. A 429 or 503 that says
+//! when to come back (`Retry-After`) is waited for at least that long.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+
+/// How long a 429 or 503 response asks to wait before trying again:
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3).
+pub fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
 
 /// The wait before retry `n`, from a random `unit` in `[0, 1)`.
 pub fn full_jitter(base: Duration, max: Duration, n: u32, unit: f64) -> Duration {
@@ -18,6 +39,34 @@ pub fn next(base: Duration, max: Duration, n: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("retry-after", value.parse().unwrap());
+            headers
+        };
+        let too_many = StatusCode::TOO_MANY_REQUESTS;
+        assert_eq!(
+            retry_after(too_many, &with("3"), now),
+            Some(Duration::from_secs(3))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(
+            retry_after(StatusCode::SERVICE_UNAVAILABLE, &with(&date), now),
+            Some(Duration::from_secs(7))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(
+            retry_after(too_many, &with(&past), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(too_many, &with("soon"), now), None);
+        assert_eq!(retry_after(too_many, &HeaderMap::new(), now), None);
+        assert_eq!(retry_after(StatusCode::BAD_GATEWAY, &with("3"), now), None);
+    }
 
     #[test]
     fn waits_grow_then_cap() {

@@ -8,8 +8,9 @@
 //! call failing with a gRPC status the route lists (gRPC's own rule). The budget (tower's
 //! `TpsBudget`, Finagle's design) lets retries add at most a share of the
 //! requests, plus a few per second, so a failing destination never gets a
-//! retry storm. Backoff is exponential with full jitter; a retry never
-//! starts when its backoff would end after the deadline. The body is kept
+//! retry storm. Backoff is exponential with full jitter, and at least the
+//! `Retry-After` of a 429 or 503; a retry never starts when its wait would
+//! end after the deadline. The body is kept
 //! for replay up to `max_body`; larger bodies are not retried.
 
 use std::sync::Arc;
@@ -171,9 +172,18 @@ where
         if attempt >= policy.attempts || !replayable || !safe {
             return result;
         }
-        let wait = backoff::next(policy.backoff_base, policy.backoff_max, attempt);
+        let mut wait = backoff::next(policy.backoff_base, policy.backoff_max, attempt);
+        if let Ok(response) = &result {
+            // The upstream said when to come back: not sooner.
+            let asked = backoff::retry_after(
+                response.status(),
+                response.headers(),
+                std::time::SystemTime::now(),
+            );
+            wait = wait.max(asked.unwrap_or_default());
+        }
         if ctx.deadline.is_some_and(|d| Instant::now() + wait >= d) {
-            return result; // the backoff would outlast the request
+            return result; // the wait would outlast the request
         }
         if !layer.budget.withdraw() {
             layer.metrics.budget_exhausted();
@@ -183,6 +193,8 @@ where
             return result; // grew past max_body meanwhile
         };
         layer.metrics.retry(&reason.to_string());
+        // Let go of the failed response (and its stream) while waiting.
+        drop(result);
         tokio::time::sleep(wait).await;
         body = again;
         attempt += 1;

@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod otlp;
 pub mod pair;
 pub mod prometheus;
+pub mod redis;
 pub mod sidecar;
 pub mod test_app;
 

@@ -1,0 +1,149 @@
+//! Checks of `rate_limits:`.
+
+use std::collections::HashMap;
+
+use super::Report;
+use crate::config::{Config, LimitDirection, LimitKey, Position, RateLimitConfig};
+
+pub(super) fn check_rate_limits(config: &Config, r: &mut Report<'_>) {
+    let mut names: HashMap<&str, Position> = HashMap::new();
+    for limit in &config.rate_limits {
+        let name = &limit.name;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid {
+            r.error(
+                name.position(),
+                format!(
+                    "rate limit name {:?}: use 1 to 64 letters, digits, '.', '_' or '-'",
+                    name.get()
+                ),
+            );
+        }
+        if let Some(first) = names.insert(name.as_str(), name.position()) {
+            r.error(
+                name.position(),
+                format!(
+                    "rate limit {:?} is defined twice (first at line {})",
+                    name.get(),
+                    first.line
+                ),
+            );
+        }
+        check_rate(
+            &format!("rate limit {:?}", name.get()),
+            limit.rate.get(),
+            limit.rate.position(),
+            r,
+        );
+        check_scope(config, limit, r);
+        check_overrides(limit, r);
+        if *limit.max_keys.get() == 0 {
+            r.error(limit.max_keys.position(), "max_keys must be at least 1");
+        }
+        if let Some(global) = &limit.global {
+            if redis::parse_redis_url(&global.redis).is_none() {
+                r.error(
+                    global.redis.position(),
+                    format!(
+                        "redis {:?} is not a Redis URL; write it like redis://127.0.0.1:6379",
+                        global.redis.get()
+                    ),
+                );
+            }
+            if global.sync_interval.0.is_zero() || global.timeout.0.is_zero() {
+                r.error(
+                    global.redis.position(),
+                    "global.sync_interval and global.timeout must be above zero",
+                );
+            }
+            if *global.replicas.get() == 0 {
+                r.error(
+                    global.replicas.position(),
+                    "global.replicas must be at least 1",
+                );
+            }
+        }
+    }
+}
+
+fn check_rate(what: &str, rate: &f64, at: Position, r: &mut Report<'_>) {
+    if !(rate.is_finite() && *rate > 0.0 && *rate <= 1e9) {
+        r.error(
+            at,
+            format!("{what}: rate {rate} must be above 0 (requests per second)"),
+        );
+    }
+}
+
+/// Where the limit applies: keys and filters that make sense for its
+/// direction, and destinations and routes that exist.
+fn check_scope(config: &Config, limit: &RateLimitConfig, r: &mut Report<'_>) {
+    let direction = *limit.direction.get();
+    if direction == LimitDirection::Outbound && *limit.key.get() == LimitKey::Caller {
+        r.error(
+            limit.key.position(),
+            "key: caller applies to inbound limits (outbound, the caller is always this app)",
+        );
+    }
+    if let LimitKey::Header(header) = limit.key.get() {
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            r.error(
+                limit.key.position(),
+                format!("{header:?} is not a valid header name"),
+            );
+        }
+    }
+    let outbound = config.outbound.as_ref();
+    for (filter, what) in [(&limit.service, "service"), (&limit.route, "route")] {
+        let Some(filter) = filter else { continue };
+        if direction == LimitDirection::Inbound {
+            r.error(
+                filter.position(),
+                format!("`{what}` selects outbound requests; an inbound limit covers every caller"),
+            );
+            continue;
+        }
+        let known = match what {
+            "service" => outbound.is_some_and(|o| o.services.contains_key(filter.as_str())),
+            _ => outbound.is_some_and(|o| o.routes.iter().any(|rt| rt.label() == *filter.get())),
+        };
+        if !known {
+            r.error(
+                filter.position(),
+                format!("rate limit for undefined {what} {:?}", filter.get()),
+            );
+        }
+    }
+    if direction == LimitDirection::Inbound && config.inbound.is_none() {
+        r.error(
+            limit.direction.position(),
+            "an inbound rate limit needs `inbound:`",
+        );
+    }
+}
+
+fn check_overrides(limit: &RateLimitConfig, r: &mut Report<'_>) {
+    for o in &limit.overrides {
+        check_rate("override", o.rate.get(), o.rate.position(), r);
+        let at = o.rate.position();
+        match (&o.caller, &o.value, limit.key.get()) {
+            (Some(_), Some(_), _) => r.error(at, "give an override `caller` or `value`, not both"),
+            (Some(caller), None, LimitKey::Caller) => {
+                if let Err(e) = crate::inbound::check_caller(caller) {
+                    r.error(at, e);
+                }
+            }
+            (None, Some(_), LimitKey::Header(_) | LimitKey::ClientAddress) => {}
+            (Some(_), _, _) => r.error(at, "a `caller` override needs key: caller"),
+            (None, Some(_), _) => r.error(
+                at,
+                "a `value` override needs key: { header: NAME } or key: client-address",
+            ),
+            (None, None, _) => r.error(at, "an override needs `caller` or `value`"),
+        }
+    }
+}
