@@ -349,3 +349,42 @@ access_log:
         "{out}"
     );
 }
+
+#[test]
+fn bad_rate_limits_point_at_the_value() {
+    let certs = Certs::new();
+    let yaml = format!(
+        "{}rate_limits:
+  - name: a
+    direction: outbound
+    service: payments
+    key: caller
+    rate: 0
+  - name: a
+    direction: inbound
+    rate: 5
+    overrides:
+      - {{ value: x, rate: 5 }}
+    global: {{ redis: \"http://localhost\" }}
+",
+        valid(&certs)
+    );
+    let (code, out, file) = check(certs.dir.path(), "limits.yaml", &yaml);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        format!("{file}:17:14: rate limit for undefined service \"payments\""),
+        format!("{file}:18:10: key: caller applies to inbound limits"),
+        format!("{file}:19:11: rate limit \"a\": rate 0 must be above 0"),
+        format!("{file}:20:11: rate limit \"a\" is defined twice (first at line 15)"),
+        format!("{file}:21:16: an inbound rate limit needs `inbound:`"),
+        format!(
+            "{file}:24:27: a `value` override needs key: {{ header: NAME }} or key: client-address"
+        ),
+        format!("{file}:25:22: redis \"http://localhost\" is not a Redis URL"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(expected.as_str())),
+            "expected a line starting {expected:?} in:\n{out}"
+        );
+    }
+}

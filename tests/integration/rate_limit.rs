@@ -468,3 +468,73 @@ async fn a_retry_waits_for_the_retry_after_of_a_429() {
     let retries = r#"pilotfish_retries_total{service="users",condition="429"}"#;
     assert_eq!(metric(&orders, retries).await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_keys_from_a_header_have_their_own_buckets() {
+    let certs = Certs::new();
+    let app = TestApp::start().await;
+    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
+    let orders = Sidecar::start(
+        &SidecarConfig::new("orders", &certs)
+            .service("users", &[users.inbound()], "")
+            .extra(
+                "rate_limits:
+  - name: per-key
+    direction: outbound
+    key: { header: x-api-key }
+    rate: 0.1
+    burst: 2
+    overrides:
+      - { value: premium, rate: 1000 }
+",
+            ),
+    );
+    let send = |key: Option<&'static str>| {
+        let addr = orders.outbound();
+        async move {
+            let mut req = Request::get("/echo").header("host", "users");
+            if let Some(key) = key {
+                req = req.header("x-api-key", key);
+            }
+            collect(send_h1(addr, req.body(empty()).expect("request")).await)
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    for key in [Some("alice"), Some("bob"), None] {
+        let got = [send(key).await, send(key).await, send(key).await];
+        assert_eq!(got, [200, 200, 429], "{key:?}: two each, then limited");
+    }
+    for _ in 0..10 {
+        assert_eq!(send(Some("premium")).await, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_limit_covers_that_route_only() {
+    let certs = Certs::new();
+    let app = TestApp::start().await;
+    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
+    let orders = Sidecar::start(
+        &SidecarConfig::new("orders", &certs)
+            .service("users", &[users.inbound()], "")
+            .routes("    - { name: search, host: api, path_prefix: /echo, service: users }\n")
+            .extra("rate_limits:\n  - { name: search, direction: outbound, route: search, rate: 0.1, burst: 1 }\n"),
+    );
+    let status = |host: &'static str, path: &'static str| {
+        let addr = orders.outbound();
+        async move {
+            collect(send_h1(addr, get(host, path)).await)
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    assert_eq!(status("api", "/echo").await, 200);
+    assert_eq!(status("api", "/echo/more").await, 429);
+    // The same destination by its name: another route, not limited.
+    for _ in 0..5 {
+        assert_eq!(status("users", "/echo").await, 200);
+    }
+}
