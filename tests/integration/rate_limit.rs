@@ -288,6 +288,9 @@ async fn a_reload_changes_a_limit_and_keeps_the_others_buckets() {
     );
 }
 
+/// The global limit's rate and burst.
+const GLOBAL_RATE: u32 = 40;
+
 /// Two replicas of users, each behind its sidecar, sharing one limit in
 /// Redis; orders balances over both.
 struct Replicas {
@@ -298,15 +301,15 @@ struct Replicas {
 }
 
 impl Replicas {
-    async fn start(redis: &Redis, rate: u32) -> Self {
+    async fn start(redis: &Redis) -> Self {
         let certs = Certs::new();
         let app = TestApp::start().await;
         let limit = format!(
             "rate_limits:
   - name: users-global
     direction: inbound
-    rate: {rate}
-    burst: {rate}
+    rate: {GLOBAL_RATE}
+    burst: {GLOBAL_RATE}
     global: {{ redis: \"{}\", sync_interval: 50ms, timeout: 200ms }}
 ",
             redis.url()
@@ -332,6 +335,20 @@ impl Replicas {
         }
     }
 
+    /// Saturates orders -> users for `secs`; the replicas together must
+    /// admit about rate × time + burst.
+    async fn admit_about_the_limit(&self, secs: u64, share: f64, what: &str) {
+        let time = Duration::from_secs(secs);
+        let (counts, took) = hammer(self.orders.outbound(), "users", "/echo", 8, time).await;
+        assert_eq!(counts.other, 0, "{counts:?}");
+        assert!(
+            counts.limited > 0,
+            "the client went above the limit: {counts:?}"
+        );
+        let rate = f64::from(GLOBAL_RATE);
+        about(counts.ok, rate * took.as_secs_f64() + rate, share, what);
+    }
+
     async fn admitted_by_each(&self) -> [f64; 2] {
         let series =
             r#"pilotfish_rate_limit_decisions_total{limit="users-global",decision="allowed"}"#;
@@ -345,23 +362,10 @@ impl Replicas {
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_share_one_global_limit_through_redis() {
     let redis = Redis::start();
-    let mesh = Replicas::start(&redis, 40).await;
-    let (counts, took) = hammer(
-        mesh.orders.outbound(),
-        "users",
-        "/echo",
-        8,
-        Duration::from_secs(4),
-    )
-    .await;
-    assert_eq!(counts.other, 0, "{counts:?}");
+    let mesh = Replicas::start(&redis).await;
     // Together about rate × time + burst, not twice it.
-    about(
-        counts.ok,
-        40.0 * took.as_secs_f64() + 40.0,
-        0.15,
-        "admitted by both",
-    );
+    mesh.admit_about_the_limit(4, 0.15, "admitted by both")
+        .await;
     let [a, b] = mesh.admitted_by_each().await;
     assert!(a > 0.0 && b > 0.0, "both replicas served: {a} {b}");
     let replicas = r#"pilotfish_rate_limit_replicas{limit="users-global"}"#;
@@ -371,39 +375,18 @@ async fn replicas_share_one_global_limit_through_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_redis_each_replica_enforces_its_share_and_the_global_limit_returns_with_it() {
     let mut redis = Redis::start();
-    let mesh = Replicas::start(&redis, 40).await;
+    let mesh = Replicas::start(&redis).await;
     let degraded = r#"pilotfish_rate_limit_degraded{limit="users-global"}"#;
-    let (before, _) = hammer(
-        mesh.orders.outbound(),
-        "users",
-        "/echo",
-        8,
-        Duration::from_secs(2),
-    )
-    .await;
-    assert!(before.ok > 0 && before.limited > 0, "{before:?}");
+    mesh.admit_about_the_limit(2, 0.2, "admitted before").await;
 
-    // Redis dies: requests keep flowing, each replica at half the limit.
+    // Redis dies: requests keep flowing, each replica at its share (half
+    // the rate and burst), so together still about the limit.
     redis.kill();
     for replica in &mesh.replicas {
         wait_metric(replica, degraded, 1.0, SOON).await;
     }
-    let (during, took) = hammer(
-        mesh.orders.outbound(),
-        "users",
-        "/echo",
-        8,
-        Duration::from_secs(3),
-    )
-    .await;
-    assert_eq!(during.other, 0, "{during:?}");
-    // Each replica's share: 20 a second, 20 of burst.
-    about(
-        during.ok,
-        40.0 * took.as_secs_f64() + 40.0,
-        0.2,
-        "admitted without Redis",
-    );
+    mesh.admit_about_the_limit(3, 0.2, "admitted without Redis")
+        .await;
     mesh.replicas[0].wait_for_log("Redis unreachable", SOON);
 
     // Redis is back: the shared bucket holds again.
@@ -411,20 +394,8 @@ async fn without_redis_each_replica_enforces_its_share_and_the_global_limit_retu
     for replica in &mesh.replicas {
         wait_metric_at_most(replica, degraded, 0.0, SOON).await;
     }
-    let (after, took) = hammer(
-        mesh.orders.outbound(),
-        "users",
-        "/echo",
-        8,
-        Duration::from_secs(3),
-    )
-    .await;
-    about(
-        after.ok,
-        40.0 * took.as_secs_f64() + 40.0,
-        0.15,
-        "admitted with Redis back",
-    );
+    mesh.admit_about_the_limit(3, 0.15, "admitted with Redis back")
+        .await;
     mesh.replicas[0].wait_for_log("Redis is back", SOON);
 }
 
