@@ -100,7 +100,8 @@ impl H1Pool {
         loop {
             let (mut sender, reused) = match self.checkout().await {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed, the rare path: see `connect_boxed`.
+                None => (self.connect_boxed().await?, false),
             };
             // Kept only when a replay may be needed: a reused connection
             // and a request that is safe and cheap to send twice.
@@ -114,7 +115,7 @@ impl H1Pool {
                     }
                     (None, Some(head)) if closed_early(err.error()) => {
                         debug!(addr = %self.addr, "pooled connection closed as it was used; resending");
-                        let fresh = self.connect().await?;
+                        let fresh = self.connect_boxed().await?;
                         return self
                             .send_once(fresh, Request::from_parts(head, Body::Empty))
                             .await;
@@ -162,6 +163,15 @@ impl H1Pool {
                 _ => continue,
             }
         }
+    }
+
+    /// A new connection, its future on the heap: inline, the connect and
+    /// handshake futures would make every request's future (moved into a
+    /// box at each layer of the stack) that much bigger.
+    fn connect_boxed(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<SendRequest<Body>, ProxyError>> + Send + '_>> {
+        Box::pin(self.connect())
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {

@@ -125,7 +125,10 @@ impl H2Connection {
         if let Some(sender) = self.live() {
             return Ok(sender);
         }
-        let sender = connect().await?;
+        // Boxed: the connect future (TCP, TLS and HTTP/2 handshakes) is
+        // kilobytes, and inline it would make every request's future, moved
+        // at each layer, that big.
+        let sender = Box::pin(connect()).await?;
         let number = self.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
         *self.shared.current() = Some((number, sender.clone()));
         tokio::spawn(let_go_when_idle(

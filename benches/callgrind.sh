@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Instructions per request under callgrind: the same number on every run,
+# so two builds compare to the percent where timed runs on this shared
+# machine move by twenty. (This VM has no hardware counters for perf.)
+#
+#   benches/callgrind.sh                 # one hop: HTTP/1.1 in, HTTP/1.1 out
+#   benches/callgrind.sh pair            # outbound + inbound sidecars, mTLS
+#   PILOTFISH_BIN=/tmp/old benches/callgrind.sh
+#   TOP=30 benches/callgrind.sh          # and the costliest functions
+#   KEEP=1 benches/callgrind.sh          # keep the callgrind outputs
+#
+# Runs the proxy under valgrind twice, for N1 and N2 requests (h2load
+# --h1, 10 keep-alive connections) to a demo app, and divides the
+# difference in instructions by N2 - N1, which takes start-up out.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+bin=${PILOTFISH_BIN:-$root/target/release/pilotfish}
+shape=${1:-one-hop}
+n1=${N1:-2000}
+n2=${N2:-12000}
+for tool in valgrind h2load curl; do
+    command -v "$tool" >/dev/null || { echo "callgrind.sh: needs $tool" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -n "${KEEP:-}" ]; then echo "callgrind.sh: outputs kept in $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() { # admin address
+    for _ in $(seq 1 600); do
+        curl -sf "http://$1/ready" >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "callgrind.sh: not ready at $1" >&2
+    exit 1
+}
+
+app=127.0.0.1:$(port)
+"$bin" demo-app --name users --listen "$app" 2>/dev/null &
+pids+=($!)
+
+if [ "$shape" = pair ]; then
+    "$bin" certs ca --out "$work" >/dev/null
+    for s in orders users; do
+        "$bin" certs issue --ca "$work" --service "$s" --out "$work" >/dev/null
+    done
+fi
+
+# One proxy config per role; the measured ones run under callgrind.
+config() { # role listen admin
+    case $1 in
+    one-hop) cat <<EOF
+service: onehop
+admin: { listen: $3 }
+log: { level: warn }
+outbound:
+  listen: $2
+  services:
+    users: { endpoints: [$app], transport: plaintext, protocol: http1 }
+  routes: [{ host: "*", service: users }]
+EOF
+    ;;
+    outbound) cat <<EOF
+service: orders
+admin: { listen: $3 }
+log: { level: warn }
+tls: { ca: $work/ca.pem, cert: $work/orders.pem, key: $work/orders-key.pem }
+outbound:
+  listen: $2
+  services:
+    users: { endpoints: [$inbound] }
+  routes: [{ host: "*", service: users }]
+EOF
+    ;;
+    inbound) cat <<EOF
+service: users
+admin: { listen: $3 }
+log: { level: warn }
+tls: { ca: $work/ca.pem, cert: $work/users.pem, key: $work/users-key.pem }
+inbound:
+  listen: $2
+  app: $app
+EOF
+    ;;
+    esac
+}
+
+# Runs the proxies for `n` requests; prints their instructions in all.
+run() {
+    local n=$1 roles entry total=0
+    inbound=127.0.0.1:$(port)
+    if [ "$shape" = pair ]; then roles="inbound outbound"; else roles="one-hop"; fi
+    local run_pids=()
+    for role in $roles; do
+        local listen admin=127.0.0.1:$(port)
+        if [ "$role" = inbound ]; then listen=$inbound; else listen=127.0.0.1:$(port); entry=$listen; fi
+        config "$role" "$listen" "$admin" >"$work/$role.yaml"
+        valgrind --tool=callgrind --callgrind-out-file="$work/$role.$n.out" \
+            "$bin" run --config "$work/$role.yaml" >"$work/$role.$n.log" 2>&1 &
+        run_pids+=($!)
+        wait_ready "$admin"
+    done
+    h2load --h1 -n "$n" -c 10 "http://$entry/health" >"$work/load.$n.log" 2>&1
+    grep -q "$n succeeded" "$work/load.$n.log" || { cat "$work/load.$n.log" >&2; exit 1; }
+    for pid in "${run_pids[@]}"; do kill -TERM "$pid"; done
+    for pid in "${run_pids[@]}"; do wait "$pid" || true; done
+    for role in $roles; do
+        local ir
+        ir=$(awk '/^summary:/ {print $2}' "$work/$role.$n.out")
+        total=$((total + ir))
+    done
+    echo "$total"
+}
+
+a=$(run "$n1")
+b=$(run "$n2")
+awk -v a="$a" -v b="$b" -v n="$((n2 - n1))" -v s="$shape" \
+    'BEGIN { printf "%s: %.0f instructions per request (%d requests)\n", s, (b - a) / n, n }'
+if [ -n "${TOP:-}" ]; then
+    for out in "$work"/*."$n2".out; do
+        echo "== $(basename "$out" ".$n2.out"): inclusive, top $TOP"
+        callgrind_annotate --inclusive=yes "$out" 2>/dev/null | sed -n "1,$((TOP + 25))p" | tail -n "$TOP"
+    done
+fi
