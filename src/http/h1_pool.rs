@@ -191,9 +191,12 @@ impl H1Pool {
             .map_err(|source| ProxyError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
         let limits = self.settings.limits;
-        let (sender, connection) = http1::Builder::new()
-            .max_buf_size(limits.max_bytes.max(8192))
-            .max_headers(limits.max_count)
+        let mut builder = http1::Builder::new();
+        builder.max_buf_size(limits.max_bytes.max(8192));
+        if let Some(max) = limits.h1_max_headers() {
+            builder.max_headers(max);
+        }
+        let (sender, connection) = builder
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(|source| ProxyError::Upstream {
@@ -259,7 +262,7 @@ fn req_head(req: &Request<Body>) -> http::request::Parts {
     *head.uri_mut() = req.uri().clone();
     *head.version_mut() = req.version();
     *head.headers_mut() = req.headers().clone();
-    *head.extensions_mut() = req.extensions().clone();
+    // No extensions: the replay goes straight to the connection.
     head.into_parts().0
 }
 

@@ -29,22 +29,22 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `Proxy-Authorization` is for this proxy and goes no further.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        // `Connection: close, x-foo` names further hop-by-hop fields.
-        let named: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        headers.remove(header::CONNECTION);
-        for value in named {
-            if let Ok(text) = value.to_str() {
-                for name in text.split(',') {
-                    let name = name.trim();
-                    if !name.is_empty() && !name.eq_ignore_ascii_case("trailers") {
-                        headers.remove(name);
-                    }
+        // `Connection: close, x-foo` names further hop-by-hop fields. The
+        // usual tokens (`keep-alive`, `close`) name nothing to remove but
+        // `Keep-Alive`, which goes anyway: only other names are collected.
+        let mut named: Vec<String> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(text) = value.to_str() else { continue };
+            for name in text.split(',').map(str::trim) {
+                let usual = ["", "close", "keep-alive", "trailers"];
+                if !usual.iter().any(|u| name.eq_ignore_ascii_case(u)) {
+                    named.push(name.to_owned());
                 }
             }
+        }
+        headers.remove(header::CONNECTION);
+        for name in named {
+            headers.remove(name.as_str());
         }
     }
     headers.remove(&KEEP_ALIVE);

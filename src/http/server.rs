@@ -13,6 +13,10 @@ use crate::config::HttpConfig;
 /// HTTP/1 does not; allow for it so the same headers pass both ways.
 const H2_FIELD_OVERHEAD: usize = 32;
 
+/// Fields hyper's HTTP/1 parser holds in a stack array; naming any limit
+/// moves every parse to a heap buffer.
+const H1_STACK_HEADERS: usize = 100;
+
 /// Header limits as the servers and clients apply them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderLimits {
@@ -41,6 +45,13 @@ impl HeaderLimits {
         }
     }
 
+    /// Applies the field count to a hyper HTTP/1 builder, only when it is
+    /// above hyper's default of 100, which then enforces it without an
+    /// allocation per message.
+    pub fn h1_max_headers(self) -> Option<usize> {
+        (self.max_count > H1_STACK_HEADERS).then_some(self.max_count)
+    }
+
     /// `SETTINGS_MAX_HEADER_LIST_SIZE` equivalent to these limits.
     pub fn h2_list_size(self) -> u32 {
         let size = self.max_bytes + self.max_count * H2_FIELD_OVERHEAD;
@@ -57,13 +68,15 @@ pub fn builder(
     header_read_timeout: Duration,
 ) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         // hyper needs at least 8 KiB; the config check enforces that.
-        .max_buf_size(limits.max_bytes.max(8192))
-        .max_headers(limits.max_count);
+        .max_buf_size(limits.max_bytes.max(8192));
+    if let Some(max) = limits.h1_max_headers() {
+        http1.max_headers(max);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

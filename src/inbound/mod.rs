@@ -112,7 +112,8 @@ impl Inbound {
                 idle_timeout: inbound.idle_timeout.0,
                 // The app is local; it sets its own limits.
                 max_connections: usize::MAX,
-                limits,
+                // For the app's responses, which the proxy adds nothing to.
+                limits: HeaderLimits::from_config(&config.http),
             },
         );
         let app = match previous.filter(|p| p.app_key == app_key) {

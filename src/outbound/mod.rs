@@ -97,7 +97,8 @@ impl Outbound {
                     .namespace
                     .clone()
                     .unwrap_or_else(|| config.namespace.to_string()),
-                limits,
+                // For responses, which the proxy adds nothing to.
+                limits: server_limits,
                 tls,
             };
             let kept = previous
