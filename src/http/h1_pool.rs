@@ -196,13 +196,14 @@ impl H1Pool {
         if let Some(max) = limits.h1_max_headers() {
             builder.max_headers(max);
         }
-        let (sender, connection) = builder
-            .handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|source| ProxyError::Upstream {
-                addr,
-                source: source.into(),
-            })?;
+        let (sender, connection) =
+            builder
+                .handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|source| ProxyError::Upstream {
+                    addr,
+                    source: source.into(),
+                })?;
         let open = self.open.clone();
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
