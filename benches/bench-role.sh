@@ -8,6 +8,13 @@
 # It reads the harness's BENCH_* variables for its role (one-hop, outbound,
 # inbound), writes a config into BENCH_SCRATCH and execs `pilotfish run` in
 # the foreground. PILOTFISH_BIN overrides the binary.
+#
+# PILOTFISH_BENCH_FEATURES switches policies on to measure what they cost:
+# a comma-separated list of retries, breaker, ratelimit, accesslog, tracing,
+# or `all`. The rate limit is far above the load, so it never refuses; the
+# access log goes to the harness's log file; tracing samples 1% and exports
+# to a port where no collector listens (spans are built, batched and
+# dropped, as when a collector is down).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${PILOTFISH_BIN:-$here/../target/release/pilotfish}
@@ -17,6 +24,47 @@ workers=${BENCH_WORKERS:-1}
 # The load generator sends Host: 127.0.0.1:PORT, the sanity checks Host:
 # bench; a route for any host takes both.
 route_host='*'
+
+features=${PILOTFISH_BENCH_FEATURES:-}
+if [ "$features" = all ]; then
+    features=retries,breaker,ratelimit,accesslog,tracing
+fi
+has() {
+    case ",$features," in
+    *",$1,"*) return 0 ;;
+    esac
+    return 1
+}
+
+# Policies of the destination service, indented for `services.NAME`.
+service_policies() {
+    if has retries; then
+        echo '      retries: { attempts: 3, on: [connect-failure, refused-stream, reset, "503"] }'
+        echo '      retry_budget: { ratio: 0.2, min_per_second: 10, window: 10s }'
+    fi
+    if has breaker; then
+        echo '      breaker: { error_threshold_percent: 50, volume_threshold: 20, window: 10s, buckets: 10, reset_timeout: 30s }'
+    fi
+    return 0
+}
+
+# Top-level sections of the switched-on features; $1 is the direction
+# whose requests the rate limit counts.
+features() {
+    if has ratelimit; then
+        echo 'rate_limits:'
+        echo "  - { name: bench, direction: $1, rate: 10000000, burst: 10000000 }"
+    fi
+    if has accesslog; then
+        echo 'access_log: { format: json }'
+    fi
+    if has tracing; then
+        echo 'tracing:'
+        echo '  sample_ratio: 0.01'
+        echo '  otlp: { endpoint: "http://127.0.0.1:9", protocol: grpc }'
+    fi
+    return 0
+}
 
 common() {
     cat <<EOF
@@ -51,10 +99,11 @@ outbound:
       endpoints: [$BENCH_UPSTREAM]
       transport: plaintext
       protocol: http1
+$(service_policies)
   routes:
     - { host: "$route_host", service: backend }
 EOF
-      common; } > "$cfg" ;;
+      common; features outbound; } > "$cfg" ;;
 outbound)
     set -- $(identity "$BENCH_SPIFFE_ID")
     { cat <<EOF
@@ -66,10 +115,11 @@ outbound:
     server:
       endpoints: [$BENCH_UPSTREAM]
       identity: $BENCH_PEER_SPIFFE_ID
+$(service_policies)
   routes:
     - { host: "$route_host", service: server }
 EOF
-      tls; common; } > "$cfg" ;;
+      tls; common; features outbound; } > "$cfg" ;;
 inbound)
     set -- $(identity "$BENCH_SPIFFE_ID")
     { cat <<EOF
@@ -81,7 +131,7 @@ inbound:
   # The backend's port speaks HTTP/1.1 only (h2c is on another port).
   app_protocol: http1
 EOF
-      tls; common; } > "$cfg" ;;
+      tls; common; features inbound; } > "$cfg" ;;
 *)
     echo "bench-role.sh: unknown BENCH_ROLE=$BENCH_ROLE" >&2
     exit 2 ;;
