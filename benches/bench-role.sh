@@ -2,7 +2,7 @@
 # Plugs Pilotfish into the peer benchmark (../shared/bench/run.sh; the
 # contract is in its README):
 #
-#   cargo build --release
+#   cargo build --profile dist
 #   OURS_ONE_HOP=benches/bench-role.sh OURS_PAIR=benches/bench-role.sh ../shared/bench/run.sh
 #
 # It reads the harness's BENCH_* variables for its role (one-hop, outbound,
@@ -17,7 +17,7 @@
 # dropped, as when a collector is down).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${PILOTFISH_BIN:-$here/../target/release/pilotfish}
+bin=${PILOTFISH_BIN:-$here/../target/dist/pilotfish}
 cfg="$BENCH_SCRATCH/pilotfish-$BENCH_ROLE.yaml"
 workers=${BENCH_WORKERS:-1}
 

@@ -3,6 +3,7 @@
 # so two builds compare to the percent where timed runs on this shared
 # machine move by twenty. (This VM has no hardware counters for perf.)
 #
+#   cargo build --profile dist           # the binary measured: what ships
 #   benches/callgrind.sh                 # one hop: HTTP/1.1 in, HTTP/1.1 out
 #   benches/callgrind.sh pair            # outbound + inbound sidecars, mTLS
 #   PILOTFISH_BIN=/tmp/old benches/callgrind.sh
@@ -15,7 +16,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-bin=${PILOTFISH_BIN:-$root/target/release/pilotfish}
+bin=${PILOTFISH_BIN:-$root/target/dist/pilotfish}
 shape=${1:-one-hop}
 n1=${N1:-2000}
 n2=${N2:-12000}

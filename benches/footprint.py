@@ -2,7 +2,7 @@
 """What one sidecar costs when it is not busy: start-to-ready time, idle
 resident memory, and the memory each idle keep-alive client connection adds.
 
-    cargo build --release && benches/footprint.py            # 10,000 connections
+    cargo build --profile dist && benches/footprint.py           # 10,000 connections
     CONNS=2000 STARTS=5 benches/footprint.py                 # a quick run
     PILOTFISH_BIN=path/to/pilotfish benches/footprint.py
 
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = os.environ.get("PILOTFISH_BIN", str(ROOT / "target/release/pilotfish"))
+BIN = os.environ.get("PILOTFISH_BIN", str(ROOT / "target/dist/pilotfish"))
 CONNS = int(os.environ.get("CONNS", "10000"))
 STARTS = int(os.environ.get("STARTS", "10"))
 
@@ -176,7 +176,7 @@ async def open_idle(port, count):
 
 async def main():
     if not os.access(BIN, os.X_OK):
-        sys.exit(f"footprint: no binary at {BIN}; run cargo build --release")
+        sys.exit(f"footprint: no binary at {BIN}; run cargo build --profile dist")
     # Both this script and the sidecar (which inherits it) hold CONNS sockets.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = CONNS * 2 + 1000

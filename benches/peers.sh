@@ -9,9 +9,10 @@
 #   PILOTFISH_BENCH_FEATURES=all benches/peers.sh  # with retries, breaker,
 #       rate limit (never reached), access logs and 1% tracing switched on
 #
-# Builds the release binary, runs the harness with Pilotfish plugged in
-# (benches/bench-role.sh), passes its arguments and environment on, and
-# writes the Markdown table and the JSON to benches/results/latest.{md,json}.
+# Builds the binary that ships (the dist profile: release with LTO), runs
+# the harness with Pilotfish plugged in (benches/bench-role.sh), passes its
+# arguments and environment on, and writes the Markdown table and the JSON
+# to benches/results/latest.{md,json}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -29,7 +30,8 @@ for tool in wrk h2load haproxy nginx; do
     fi
 done
 
-(cd "$root" && cargo build --release --locked --quiet)
+(cd "$root" && cargo build --profile dist --locked --quiet)
+export PILOTFISH_BIN=${PILOTFISH_BIN:-$root/target/dist/pilotfish}
 
 mkdir -p "$here/results"
 OURS_ONE_HOP="$here/bench-role.sh" OURS_PAIR="$here/bench-role.sh" \

@@ -293,9 +293,21 @@ impl ReloadMetrics {
     }
 }
 
-/// What the resilience policies did.
+/// What the resilience policies did. A handle is cloned into the policy
+/// layers of every request, so it is one pointer.
 #[derive(Debug, Clone)]
-pub struct ResilienceMetrics {
+pub struct ResilienceMetrics(std::sync::Arc<ServiceResilience>);
+
+#[derive(Debug)]
+struct ServiceResilience {
+    families: std::sync::Arc<ResilienceFamilies>,
+    /// The destination whose counters this handle adds to (empty for the
+    /// handle shared by all).
+    service: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+struct ResilienceFamilies {
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
     limited: IntCounterVec,
@@ -303,14 +315,11 @@ pub struct ResilienceMetrics {
     breaker: prometheus::IntGaugeVec,
     fallbacks: IntCounterVec,
     timeouts: IntCounterVec,
-    /// The destination whose counters this handle adds to (empty for the
-    /// handle shared by all).
-    service: Option<std::sync::Arc<str>>,
 }
 
 impl ResilienceMetrics {
     fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        Ok(Self {
+        let families = ResilienceFamilies {
             retries: counter(
                 registry,
                 "pilotfish_retries_total",
@@ -357,44 +366,59 @@ impl ResilienceMetrics {
                 "Requests that timed out, by destination service and kind: request (all attempts) or attempt (one, per-try).",
                 &["service", "kind"],
             )?,
+        };
+        Ok(Self(std::sync::Arc::new(ServiceResilience {
+            families: std::sync::Arc::new(families),
             service: None,
-        })
+        })))
     }
 
     /// A handle that counts for `service`.
     pub fn for_service(&self, service: &str) -> Self {
-        Self {
+        Self(std::sync::Arc::new(ServiceResilience {
+            families: self.0.families.clone(),
             service: Some(service.into()),
-            ..self.clone()
-        }
+        }))
     }
 
     fn name(&self) -> &str {
-        self.service.as_deref().unwrap_or("unknown")
+        self.0.service.as_deref().unwrap_or("unknown")
+    }
+
+    fn families(&self) -> &ResilienceFamilies {
+        &self.0.families
     }
 
     /// A retry was sent.
     pub fn retry(&self, condition: &str) {
-        self.retries
+        self.families()
+            .retries
             .with_label_values(&[self.name(), condition])
             .inc();
     }
 
     /// The budget refused a retry.
     pub fn budget_exhausted(&self) {
-        self.budget_exhausted
+        self.families()
+            .budget_exhausted
             .with_label_values(&[self.name()])
             .inc();
     }
 
     /// A limit refused a request.
     pub fn limited(&self, limit: &str) {
-        self.limited.with_label_values(&[self.name(), limit]).inc();
+        self.families()
+            .limited
+            .with_label_values(&[self.name(), limit])
+            .inc();
     }
 
     /// An endpoint was ejected.
     pub fn ejected(&self) {
-        self.ejections.with_label_values(&[self.name()]).inc();
+        self.families()
+            .ejections
+            .with_label_values(&[self.name()])
+            .inc();
     }
 
     /// The breaker changed state.
@@ -405,17 +429,26 @@ impl ResilienceMetrics {
             BreakerState::Open => 1,
             BreakerState::HalfOpen => 2,
         };
-        self.breaker.with_label_values(&[self.name()]).set(value);
+        self.families()
+            .breaker
+            .with_label_values(&[self.name()])
+            .set(value);
     }
 
     /// A request (`request`) or one attempt (`attempt`) timed out.
     pub fn timed_out(&self, kind: &str) {
-        self.timeouts.with_label_values(&[self.name(), kind]).inc();
+        self.families()
+            .timeouts
+            .with_label_values(&[self.name(), kind])
+            .inc();
     }
 
     /// The open breaker answered a request.
     pub fn fallback(&self, how: &str) {
-        self.fallbacks.with_label_values(&[self.name(), how]).inc();
+        self.families()
+            .fallbacks
+            .with_label_values(&[self.name(), how])
+            .inc();
     }
 }
 

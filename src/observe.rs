@@ -213,6 +213,9 @@ impl Exchange {
     pub fn upstream(&mut self, endpoint: Option<SocketAddr>, attempts: u32) {
         self.labels.upstream = endpoint;
         self.labels.attempts = Some(attempts);
+        if !self.span.is_recording() {
+            return;
+        }
         if let Some(endpoint) = endpoint {
             self.span
                 .set("network.peer.address", endpoint.ip().to_string());

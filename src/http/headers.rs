@@ -28,6 +28,11 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `TE` except the value `trailers` (which gRPC needs end to end).
 /// `Proxy-Authorization` is for this proxy and goes no further.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names costs a
+    // tenth of seven hashed removals (`benches/callgrind.sh`).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // `Connection: close, x-foo` names further hop-by-hop fields. The
         // usual tokens (`keep-alive`, `close`) name nothing to remove but
@@ -66,6 +71,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
     }
+}
+
+/// The fields `strip_hop_by_hop` removes whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == header::TE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
 }
 
 /// Appends the calling peer to `X-Forwarded-For` and `Forwarded`

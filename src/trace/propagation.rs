@@ -318,22 +318,27 @@ fn parse_span_id(digits: &[u8], case: Case) -> Option<SpanId> {
 }
 
 fn inject_w3c(headers: &mut HeaderMap, context: &SpanContext) {
-    headers.remove(&TRACEPARENT);
-    headers.remove(&TRACESTATE);
     if !context.is_valid() {
+        headers.remove(&TRACEPARENT);
+        headers.remove(&TRACESTATE);
         return;
     }
     let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
     put_hex(&mut value[3..35], &context.trace_id().to_bytes());
     put_hex(&mut value[36..52], &context.span_id().to_bytes());
     put_hex(&mut value[53..], &[context.trace_flags().to_u8()]);
+    // `insert` replaces what the caller sent.
     put(headers, TRACEPARENT, &value);
     let state = context.trace_state();
-    if state.into_iter().len() > 0 {
-        // Validated keys and values, but a value built in code may still hold
-        // bytes a header cannot: then the tracestate is dropped.
-        put(headers, TRACESTATE, state.header().as_bytes());
-    }
+    // Validated keys and values, but a value built in code may still hold
+    // bytes a header cannot: then the tracestate is dropped.
+    let state = (state.into_iter().len() > 0)
+        .then(|| HeaderValue::from_bytes(state.header().as_bytes()).ok())
+        .flatten();
+    match state {
+        Some(state) => headers.insert(TRACESTATE, state),
+        None => headers.remove(&TRACESTATE),
+    };
 }
 
 fn inject_b3_single(headers: &mut HeaderMap, context: &SpanContext) {
