@@ -59,12 +59,15 @@ async fn serve_outbound(
     };
     let service = service_fn(move |req: Request<Incoming>| {
         let current = live.outbound();
-        async move {
+        // Boxed: hyper keeps a slot of the future's size for every
+        // connection (HTTP/1) and moves it into a task per stream (HTTP/2);
+        // a pointer is cheaper to keep idle and to move.
+        Box::pin(async move {
             Ok::<_, Infallible>(match current {
                 Some(outbound) => outbound.handle(req, addr).await,
                 None => not_serving(Direction::Outbound),
             })
-        }
+        })
     });
     let connection = outbound.http().serve_connection(TokioIo::new(tcp), service);
     if let Err(e) = watch.serve(connection).await {
@@ -82,12 +85,13 @@ async fn serve_inbound(tcp: Metered<TcpStream>, addr: SocketAddr, live: Live, wa
     let service = service_fn(move |req: Request<Incoming>| {
         let current = live.inbound();
         let peer = peer.clone();
-        async move {
+        // Boxed, as on the outbound side.
+        Box::pin(async move {
             Ok::<_, Infallible>(match current {
                 Some(inbound) => inbound.handle(req, &peer).await,
                 None => not_serving(Direction::Inbound),
             })
-        }
+        })
     });
     let connection = inbound
         .http()
