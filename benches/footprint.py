@@ -177,9 +177,10 @@ async def open_idle(port, count):
 async def main():
     if not os.access(BIN, os.X_OK):
         sys.exit(f"footprint: no binary at {BIN}; run cargo build --profile dist")
-    # Both this script and the sidecar (which inherits it) hold CONNS sockets.
+    # This script and the sidecar (which inherits the limit) each hold
+    # CONNS sockets.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = CONNS * 2 + 1000
+    want = CONNS + 1000
     if hard != resource.RLIM_INFINITY and hard < want:
         sys.exit(f"footprint: the open-file limit ({hard}) is below {want}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))

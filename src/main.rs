@@ -148,6 +148,8 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     })?;
     // Connections still open after the drain timeout are cut here.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    // Access log lines are written in batches; the last one goes out now.
+    pilotfish::access_log::flush();
     Ok(())
 }
 
