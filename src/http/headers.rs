@@ -84,31 +84,59 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || *name == PROXY_CONNECTION
 }
 
-/// Appends the calling peer to `X-Forwarded-For` and `Forwarded`
-/// (RFC 7239), keeping what earlier hops wrote.
-pub fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
-    let ip = peer.to_string();
-    append_list(headers, &X_FORWARDED_FOR, &ip);
-    let element = match peer {
-        IpAddr::V4(_) => format!("for={ip};proto=https"),
-        IpAddr::V6(_) => format!("for=\"[{ip}]\";proto=https"),
-    };
-    append_list(headers, &header::FORWARDED, &element);
+/// A peer's entries for `X-Forwarded-For` and `Forwarded` (RFC 7239),
+/// made once per connection rather than formatted for every request.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    x_forwarded_for: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+impl Forwarded {
+    /// The entries for a peer at `ip`, reached over TLS.
+    pub fn for_peer(ip: IpAddr) -> Self {
+        let text = ip.to_string();
+        let element = match ip {
+            IpAddr::V4(_) => format!("for={text};proto=https"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\";proto=https"),
+        };
+        // An address and these fixed characters are always a valid value.
+        let value = |s: String| {
+            HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        };
+        Self {
+            x_forwarded_for: value(text),
+            forwarded: value(element),
+        }
+    }
+}
+
+/// Appends the calling peer to `X-Forwarded-For` and `Forwarded`, keeping
+/// what earlier hops wrote.
+pub fn append_forwarded(headers: &mut HeaderMap, peer: &Forwarded) {
+    append_list(headers, &X_FORWARDED_FOR, &peer.x_forwarded_for);
+    append_list(headers, &header::FORWARDED, &peer.forwarded);
 }
 
 /// Appends `item` to a comma-separated list header, joining all existing
 /// lines into one.
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
-    let mut joined = String::new();
-    for value in headers.get_all(name) {
-        if let Ok(text) = value.to_str() {
-            joined.push_str(text);
-            joined.push_str(", ");
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &HeaderValue) {
+    let mut entry = match headers.entry(name) {
+        // The usual case, the first hop: the ready-made value, no copy.
+        http::header::Entry::Vacant(vacant) => {
+            vacant.insert(item.clone());
+            return;
         }
+        http::header::Entry::Occupied(entry) => entry,
+    };
+    let mut joined = Vec::new();
+    for value in entry.iter() {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
     }
-    joined.push_str(item);
-    if let Ok(value) = HeaderValue::from_str(&joined) {
-        headers.insert(name, value);
+    joined.extend_from_slice(item.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        entry.insert(value);
     }
 }
 
@@ -160,7 +188,10 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("forwarded", "for=10.0.0.1"),
         ]);
-        append_forwarded(&mut headers, "10.0.0.2".parse().unwrap());
+        append_forwarded(
+            &mut headers,
+            &Forwarded::for_peer("10.0.0.2".parse().unwrap()),
+        );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
         assert_eq!(
             headers["forwarded"],
@@ -168,7 +199,7 @@ mod tests {
         );
 
         let mut headers = HeaderMap::new();
-        append_forwarded(&mut headers, "::1".parse().unwrap());
+        append_forwarded(&mut headers, &Forwarded::for_peer("::1".parse().unwrap()));
         assert_eq!(headers["forwarded"], "for=\"[::1]\";proto=https");
     }
 }

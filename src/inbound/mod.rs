@@ -53,6 +53,8 @@ pub struct Peer {
     pub identity: SpiffeId,
     /// The identity, ready to be put in a header.
     client_id: HeaderValue,
+    /// Its address, ready for the forwarding headers.
+    forwarded: headers::Forwarded,
 }
 
 impl Peer {
@@ -66,6 +68,7 @@ impl Peer {
             addr,
             identity,
             client_id,
+            forwarded: headers::Forwarded::for_peer(addr.ip()),
         }
     }
 }
@@ -345,7 +348,7 @@ impl Inbound {
         let caller_spoke_http1 = parts.headers.remove(ORIG_PROTO).is_some();
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(CLIENT_ID, peer.client_id.clone());
-        headers::append_forwarded(&mut parts.headers, peer.addr.ip());
+        headers::append_forwarded(&mut parts.headers, &peer.forwarded);
         // The app's calls, carrying these headers on, are children of
         // this hop's span.
         exchange.inject(&mut parts.headers);
