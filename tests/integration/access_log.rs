@@ -196,14 +196,8 @@ async fn access_log_lines_carry_every_documented_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_text_format_reads_left_to_right() {
-    let certs = Certs::new();
-    let app = TestApp::start().await;
-    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(
-        &SidecarConfig::new("orders", &certs)
-            .service("users", &[users.inbound()], "")
-            .extra("access_log:\n  format: text\n"),
-    );
+    let pair = Pair::start_with_orders("access_log:\n  format: text\n").await;
+    let (users, orders) = (&pair.users, &pair.orders);
     let response = collect(send_h1(orders.outbound(), get("users", "/echo")).await).await;
     assert_eq!(response.status, 200);
     let deadline = std::time::Instant::now() + WAIT;

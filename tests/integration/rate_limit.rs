@@ -92,16 +92,11 @@ fn about(admitted: u64, expected: f64, share: f64, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_far_above_the_limit_gets_rate_times_time_plus_burst() {
-    let certs = Certs::new();
-    let app = TestApp::start().await;
-    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(
-        &SidecarConfig::new("orders", &certs)
-            .service("users", &[users.inbound()], "")
-            .extra(
+    let pair = Pair::start_with_orders(
                 "rate_limits:\n  - { name: to-users, direction: outbound, service: users, rate: 100, burst: 20 }\n",
-            ),
-    );
+    )
+    .await;
+    let orders = &pair.orders;
     let (counts, took) = hammer(
         orders.outbound(),
         "users",
@@ -123,8 +118,8 @@ async fn a_client_far_above_the_limit_gets_rate_times_time_plus_burst() {
     );
     let allowed = r#"pilotfish_rate_limit_decisions_total{limit="to-users",decision="allowed"}"#;
     let limited = r#"pilotfish_rate_limit_decisions_total{limit="to-users",decision="limited"}"#;
-    assert_eq!(metric(&orders, allowed).await, counts.ok as f64);
-    assert_eq!(metric(&orders, limited).await, counts.limited as f64);
+    assert_eq!(metric(orders, allowed).await, counts.ok as f64);
+    assert_eq!(metric(orders, limited).await, counts.limited as f64);
 }
 
 /// users behind its sidecar, with `limits`; orders and checkout call it.
@@ -442,14 +437,8 @@ async fn a_retry_waits_for_the_retry_after_of_a_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_keys_from_a_header_have_their_own_buckets() {
-    let certs = Certs::new();
-    let app = TestApp::start().await;
-    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(app.addr));
-    let orders = Sidecar::start(
-        &SidecarConfig::new("orders", &certs)
-            .service("users", &[users.inbound()], "")
-            .extra(
-                "rate_limits:
+    let pair = Pair::start_with_orders(
+        "rate_limits:
   - name: per-key
     direction: outbound
     key: { header: x-api-key }
@@ -458,8 +447,9 @@ async fn client_keys_from_a_header_have_their_own_buckets() {
     overrides:
       - { value: premium, rate: 1000 }
 ",
-            ),
-    );
+    )
+    .await;
+    let orders = &pair.orders;
     let send = |key: Option<&'static str>| {
         let addr = orders.outbound();
         async move {
