@@ -9,6 +9,10 @@
 # inbound), writes a config into BENCH_SCRATCH and execs `pilotfish run` in
 # the foreground. PILOTFISH_BIN overrides the binary.
 #
+# PILOTFISH_BENCH_LINK (http1, http2, auto) sets the outbound sidecar's
+# link to the inbound one (the destination's `protocol`); unset, the
+# config default.
+#
 # PILOTFISH_BENCH_FEATURES switches policies on to measure what they cost:
 # a comma-separated list of retries, breaker, ratelimit, accesslog, tracing,
 # or `all`. The rate limit is far above the load, so it never refuses; the
@@ -34,6 +38,14 @@ has() {
     *",$1,"*) return 0 ;;
     esac
     return 1
+}
+
+# The mesh link, indented for `services.NAME`.
+link() {
+    if [ -n "${PILOTFISH_BENCH_LINK:-}" ]; then
+        echo "      protocol: $PILOTFISH_BENCH_LINK"
+    fi
+    return 0
 }
 
 # Policies of the destination service, indented for `services.NAME`.
@@ -115,6 +127,7 @@ outbound:
     server:
       endpoints: [$BENCH_UPSTREAM]
       identity: $BENCH_PEER_SPIFFE_ID
+$(link)
 $(service_policies)
   routes:
     - { host: "$route_host", service: server }

@@ -9,6 +9,8 @@
 #   PILOTFISH_BIN=/tmp/old benches/callgrind.sh
 #   TOP=30 benches/callgrind.sh          # and the costliest functions
 #   KEEP=1 benches/callgrind.sh          # keep the callgrind outputs
+#   LINK=http2 benches/callgrind.sh pair # the sidecars' link: http1, http2
+#                                        # (default: the config's default)
 #
 # Runs the proxy under valgrind twice, for N1 and N2 requests (h2load
 # --h1, 10 keep-alive connections) to a demo app, and divides the
@@ -75,7 +77,7 @@ tls: { ca: $work/ca.pem, cert: $work/orders.pem, key: $work/orders-key.pem }
 outbound:
   listen: $2
   services:
-    users: { endpoints: [$inbound] }
+    users: { endpoints: [$inbound]${LINK:+, protocol: $LINK} }
   routes: [{ host: "*", service: users }]
 EOF
     ;;

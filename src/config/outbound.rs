@@ -57,8 +57,11 @@ pub struct DestinationConfig {
     /// a service outside the mesh).
     #[serde(default)]
     pub transport: Located<Transport>,
-    /// HTTP version for `plaintext` endpoints: `auto` (the app's), `http1`
-    /// or `http2` (h2c). The mesh link is always HTTP/2.
+    /// HTTP version to the endpoints. `plaintext`: `auto` (the app's),
+    /// `http1` or `http2` (h2c). `mtls`, the link between the sidecars:
+    /// `auto` or `http2` (one multiplexed HTTP/2 connection, the default)
+    /// or `http1` (pooled HTTP/1.1 keep-alive connections; an HTTP/2
+    /// caller's requests go as HTTP/1.1).
     #[serde(default)]
     pub protocol: Located<UpstreamProtocol>,
     /// Longest wait for TCP connect plus TLS handshake (default 1s).

@@ -177,11 +177,14 @@ pub enum ProxyError {
         /// The error from rustls.
         source: std::io::Error,
     },
-    /// The peer did not agree to HTTP/2 over TLS.
-    #[error("{addr} did not negotiate HTTP/2 (ALPN h2); is it a Pilotfish inbound port?")]
-    NotH2 {
+    /// The peer did not agree to the link's HTTP version in the TLS
+    /// handshake.
+    #[error("{addr} did not negotiate ALPN {wanted}; is it a Pilotfish inbound port?")]
+    Alpn {
         /// The endpoint.
         addr: SocketAddr,
+        /// The protocol offered (`h2` or `http/1.1`).
+        wanted: &'static str,
     },
     /// The request failed on an established connection.
     #[error("{addr} failed the request: {}", chain(source.as_ref()))]
@@ -268,7 +271,7 @@ impl ProxyError {
             },
             Self::ConnectTimeout { .. } => Reason::ConnectTimeout,
             Self::Tls { source, .. } if is_identity_mismatch(source) => Reason::PeerIdentity,
-            Self::Tls { .. } | Self::NotH2 { .. } => Reason::TlsFailed,
+            Self::Tls { .. } | Self::Alpn { .. } => Reason::TlsFailed,
             Self::Upstream { .. } => Reason::UpstreamReset,
             Self::ResponseTimeout { .. } => Reason::ResponseTimeout,
             Self::Forbidden { .. } => Reason::Forbidden,

@@ -1,4 +1,5 @@
-//! A pool of HTTP/1.1 keep-alive connections to one address.
+//! A pool of HTTP/1.1 keep-alive connections to one address, over plain
+//! TCP or, for the mesh link, over mTLS (see [`Dial`]).
 //!
 //! Written for the proxy rather than taken from hyper-util's pooled client,
 //! because a proxy needs three things that client does not give:
@@ -22,6 +23,7 @@ use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::rt::{Read, Write};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -49,11 +51,40 @@ pub struct PoolSettings {
     pub limits: HeaderLimits,
 }
 
+/// How a pool opens a connection: the TCP connect and anything layered on
+/// it before HTTP/1.1 starts (TLS, for the mesh link). The pool bounds it
+/// by its connect timeout.
+pub trait Dial: Send + Sync + 'static {
+    /// What hyper reads and writes.
+    type Io: Read + Write + Unpin + Send + 'static;
+
+    /// Opens a connection to `addr`.
+    fn dial(&self, addr: SocketAddr) -> impl Future<Output = Result<Self::Io, ProxyError>> + Send;
+}
+
+/// Plain TCP.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tcp;
+
+impl Dial for Tcp {
+    type Io = TokioIo<TcpStream>;
+
+    async fn dial(&self, addr: SocketAddr) -> Result<Self::Io, ProxyError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ProxyError::Connect { addr, source })?;
+        // Small requests and responses must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        Ok(TokioIo::new(tcp))
+    }
+}
+
 /// HTTP/1.1 connections to one address.
 #[derive(Debug)]
-pub struct H1Pool {
+pub struct H1Pool<D = Tcp> {
     addr: SocketAddr,
     settings: PoolSettings,
+    dial: D,
     idle: Mutex<Vec<Idle>>,
     open: Arc<AtomicUsize>,
 }
@@ -64,12 +95,13 @@ struct Idle {
     expires: Instant,
 }
 
-impl H1Pool {
-    /// An empty pool for `addr`.
-    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Self {
+impl<D: Dial> H1Pool<D> {
+    /// An empty pool for `addr`, whose connections `dial` opens.
+    pub fn new(addr: SocketAddr, settings: PoolSettings, dial: D) -> Self {
         Self {
             addr,
             settings,
+            dial,
             idle: Mutex::new(Vec::new()),
             open: Arc::new(AtomicUsize::new(0)),
         }
@@ -182,14 +214,12 @@ impl H1Pool {
             });
         }
         let timeout = self.settings.connect_timeout;
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let io = tokio::time::timeout(timeout, self.dial.dial(addr))
             .await
             .map_err(|_| ProxyError::ConnectTimeout {
                 addr,
                 after: timeout,
-            })?
-            .map_err(|source| ProxyError::Connect { addr, source })?;
-        let _ = tcp.set_nodelay(true);
+            })??;
         let limits = self.settings.limits;
         let mut builder = http1::Builder::new();
         builder.max_buf_size(limits.max_bytes.max(8192));
@@ -198,7 +228,7 @@ impl H1Pool {
         }
         let (sender, connection) =
             builder
-                .handshake(TokioIo::new(tcp))
+                .handshake(io)
                 .await
                 .map_err(|source| ProxyError::Upstream {
                     addr,
@@ -225,7 +255,7 @@ impl H1Pool {
         let keep = keep_alive_for(response.headers(), self.settings.idle_timeout);
         let (parts, body) = response.into_parts();
         let give_back = keep.map(|for_how_long| GiveBack {
-            pool: self.clone(),
+            pool: self.clone() as Arc<dyn Checkin>,
             sender,
             expires: Instant::now() + for_how_long,
         });
@@ -234,15 +264,6 @@ impl H1Pool {
             give_back,
         };
         Response::from_parts(parts, Body::pooled(body))
-    }
-
-    fn give_back(&self, sender: SendRequest<Body>, expires: Instant) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        idle.retain(|i| i.expires > now && !i.sender.is_closed());
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, expires });
-        }
     }
 }
 
@@ -303,8 +324,24 @@ pub fn keep_alive_for(headers: &HeaderMap, idle_timeout: Duration) -> Option<Dur
     }
 }
 
+/// Where a connection goes back to: its pool, whatever it dials.
+trait Checkin: Send + Sync {
+    fn give_back(&self, sender: SendRequest<Body>, expires: Instant);
+}
+
+impl<D: Dial> Checkin for H1Pool<D> {
+    fn give_back(&self, sender: SendRequest<Body>, expires: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        idle.retain(|i| i.expires > now && !i.sender.is_closed());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, expires });
+        }
+    }
+}
+
 struct GiveBack {
-    pool: Arc<H1Pool>,
+    pool: Arc<dyn Checkin>,
     sender: SendRequest<Body>,
     expires: Instant,
 }

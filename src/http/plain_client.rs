@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{HOST, HeaderValue};
+use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Version};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::h1_pool::{H1Pool, PoolSettings};
+use super::h1_pool::{H1Pool, PoolSettings, Tcp};
 use super::h2_client::{self, H2Connection};
 use super::{Body, ProxyError, uri};
 
@@ -35,7 +35,7 @@ impl PlainClient {
             addr,
             authority,
             settings,
-            http1: Arc::new(H1Pool::new(addr, settings)),
+            http1: Arc::new(H1Pool::new(addr, settings, Tcp)),
             http2: H2Connection::new(settings.idle_timeout),
         }
     }
@@ -82,23 +82,13 @@ impl PlainClient {
     /// Sets the version and the URI for this server.
     fn address(&self, req: Request<Body>, version: Version) -> Result<Request<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let asked = uri::requested_authority(&parts);
-        let authority = if version == Version::HTTP_2 {
-            // h2c carries the authority in the URI; Host would repeat it.
-            parts.headers.remove(HOST);
-            asked.unwrap_or_else(|| self.authority.clone())
-        } else {
-            // HTTP/1.1 carries it in Host, and the request line has only
-            // the path (origin form).
-            if let (false, Some(asked)) = (parts.headers.contains_key(HOST), asked) {
-                if let Ok(host) = HeaderValue::from_str(asked.as_str()) {
-                    parts.headers.insert(HOST, host);
-                }
-            }
-            parts.uri = uri::origin_form(&parts.uri);
-            parts.version = version;
+        if version != Version::HTTP_2 {
+            uri::to_http1(&mut parts);
             return Ok(Request::from_parts(parts, body));
-        };
+        }
+        // h2c carries the authority in the URI; Host would repeat it.
+        let authority = uri::requested_authority(&parts).unwrap_or_else(|| self.authority.clone());
+        parts.headers.remove(HOST);
         parts.uri = uri::absolute(Scheme::HTTP, authority, &parts.uri)?;
         parts.version = version;
         Ok(Request::from_parts(parts, body))

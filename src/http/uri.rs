@@ -1,10 +1,10 @@
 //! The URIs requests carry upstream: which authority the client asked for,
 //! and the absolute form HTTP/2 and the pooled HTTP/1.1 client need.
 
-use http::Uri;
-use http::header::HOST;
+use http::header::{HOST, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Uri, Version};
 
 use super::ProxyError;
 
@@ -40,6 +40,21 @@ pub fn origin_form(uri: &Uri) -> Uri {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
     }
+}
+
+/// Shapes a request head for an HTTP/1.1 connection: the request line
+/// carries only the path (origin form) and `Host` the authority the
+/// client asked for.
+pub fn to_http1(parts: &mut Parts) {
+    if !parts.headers.contains_key(HOST) {
+        if let Some(host) =
+            requested_authority(parts).and_then(|asked| HeaderValue::from_str(asked.as_str()).ok())
+        {
+            parts.headers.insert(HOST, host);
+        }
+    }
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
 }
 
 #[cfg(test)]

@@ -232,16 +232,18 @@ fn make_endpoint(
             let sni = format!("{name}.{}.svc.cluster.local", key.namespace);
             let server_name = ServerName::try_from(sni)
                 .map_err(|e| BuildError::Config(format!("server name for {name}: {e}")))?;
-            let identity = key.identity.clone();
-            let tls = Derived::new(creds.clone(), move |c| {
-                tls::client_config(c, identity.clone(), settings)
-            })?;
+            let for_alpn = |alpn: &'static [u8]| {
+                let identity = key.identity.clone();
+                Derived::new(creds.clone(), move |c| {
+                    tls::client_config(c, identity.clone(), settings, alpn)
+                })
+            };
             let settings = Arc::new(EndpointSettings {
-                tls,
+                tls_h2: for_alpn(tls::ALPN_H2)?,
+                tls_http1: for_alpn(tls::ALPN_HTTP11)?,
                 server_name,
-                connect_timeout: config.connect_timeout.0,
-                idle_timeout: config.idle_timeout.0,
-                limits: key.limits,
+                protocol: *config.protocol,
+                pool: pool_settings(key),
                 metrics: metrics.tls.clone(),
             });
             Ok(Arc::new(move |addr: SocketAddr| {
@@ -252,17 +254,23 @@ fn make_endpoint(
             "service {name} needs `tls:` for mTLS"
         ))),
         (Transport::Plaintext, _, _) => {
-            let pool = PoolSettings {
-                connect_timeout: config.connect_timeout.0,
-                idle_timeout: config.idle_timeout.0,
-                max_connections: config.limits.max_connections,
-                limits: key.limits,
-            };
+            let pool = pool_settings(key);
             let protocol = *config.protocol;
             Ok(Arc::new(move |addr: SocketAddr| {
                 let client = PlainClient::new(addr, pool);
                 Endpoint::new(addr, Conn::Plain { client, protocol })
             }))
         }
+    }
+}
+
+/// Connection settings of a destination's endpoints.
+fn pool_settings(key: &DestinationKey) -> PoolSettings {
+    let config = &key.config;
+    PoolSettings {
+        connect_timeout: config.connect_timeout.0,
+        idle_timeout: config.idle_timeout.0,
+        max_connections: config.limits.max_connections,
+        limits: key.limits,
     }
 }

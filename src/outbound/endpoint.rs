@@ -16,7 +16,7 @@ use crate::http::{Body, ProxyError};
 /// How an endpoint is reached.
 #[derive(Debug)]
 pub enum Conn {
-    /// A Pilotfish sidecar, over the shared mTLS HTTP/2 connection.
+    /// A Pilotfish sidecar, over mTLS.
     Mesh(MeshConn),
     /// A plain HTTP server outside the mesh.
     Plain {
@@ -69,7 +69,7 @@ impl Endpoint {
     /// Connections open to it.
     pub fn open_connections(&self) -> usize {
         match &self.conn {
-            Conn::Mesh(mesh) => usize::from(mesh.is_connected()),
+            Conn::Mesh(mesh) => mesh.open_connections(),
             Conn::Plain { client, .. } => client.open_connections(),
         }
     }

@@ -65,7 +65,7 @@ impl Outcome {
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::Tls { .. }
-            | ProxyError::NotH2 { .. } => Self::ConnectFailure,
+            | ProxyError::Alpn { .. } => Self::ConnectFailure,
             ProxyError::Upstream { source, .. } if refused_unprocessed(source.as_ref()) => {
                 Self::RefusedStream
             }

@@ -24,10 +24,10 @@ pub use verify::{IdentityMismatch, SpiffeServerVerifier};
 use crate::config::{TlsConfig, TlsVersion};
 use crate::identity::SpiffeId;
 
-/// ALPN id of HTTP/2: the mesh link always speaks it.
+/// ALPN id of HTTP/2, the multiplexed mesh link.
 pub const ALPN_H2: &[u8] = b"h2";
-/// ALPN id of HTTP/1.1, offered on inbound for callers outside the mesh
-/// proxies (load generators, probes).
+/// ALPN id of HTTP/1.1: the pooled mesh link, and callers outside the
+/// mesh (load generators, probes).
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// The one crypto provider (aws-lc-rs), shared by every config.
@@ -86,12 +86,14 @@ pub fn server_config(
 }
 
 /// The outbound client config for one destination: presents our
-/// certificate, requires the server to prove `expected`, ALPN h2, and
-/// keeps session tickets so a reconnect to the same peer resumes.
+/// certificate, requires the server to prove `expected`, offers the one
+/// ALPN protocol `alpn` (the link's HTTP version), and keeps session
+/// tickets so a reconnect to the same peer resumes.
 pub fn client_config(
     creds: &Credentials,
     expected: SpiffeId,
     settings: TlsSettings,
+    alpn: &[u8],
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     let verifier = SpiffeServerVerifier::new(creds.roots.clone(), expected);
     let mut config = ClientConfig::builder_with_provider(provider())
@@ -99,7 +101,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(OwnCert(creds.certified_key.clone())));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -13,6 +13,7 @@ mod discovery;
 mod errors;
 mod grpc;
 mod keepalive;
+mod link;
 mod mtls;
 mod prometheus;
 mod proxy;

@@ -96,14 +96,24 @@ async fn plaintext_http_to_the_mtls_port_gets_no_answer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_outbound_side_refuses_a_server_that_names_another_service() {
+    refuses_a_server_that_names_another_service("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http1_link_refuses_a_server_that_names_another_service() {
+    refuses_a_server_that_names_another_service("      protocol: http1\n").await;
+}
+
+/// orders calls "users" (its destination with `users_extra`), whose
+/// endpoint is a genuine mesh workload, but "payments".
+async fn refuses_a_server_that_names_another_service(users_extra: &str) {
     let certs = Certs::new();
     let app = TestApp::start().await;
-    // A genuine mesh workload, but "payments", not "users".
     let payments = Sidecar::start(&SidecarConfig::new("payments", &certs).inbound(app.addr));
     let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
         "users",
         &[payments.inbound()],
-        "",
+        users_extra,
     ));
     let response = collect(send_h1(orders.outbound(), get("users", "/echo")).await).await;
     assert_eq!(response.status, 502, "{}", response.text());

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use super::Report;
 use crate::config::{
     Config, DestinationConfig, FallbackConfig, OutboundConfig, Position, RetryConfig, Transport,
-    UpstreamProtocol,
 };
 use crate::identity::{ServiceName, SpiffeId, check_namespace};
 
@@ -55,12 +54,6 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
             } else if let Err(e) = expected_identity(config, name, dst) {
                 r.error(identity.position(), e);
             }
-        }
-        if *dst.transport == Transport::Mtls && *dst.protocol != UpstreamProtocol::Auto {
-            r.error(
-                dst.protocol.position(),
-                format!("service {name:?}: protocol applies to transport: plaintext; the mesh link is always HTTP/2"),
-            );
         }
         for (field, value) in [
             ("connect_timeout", Some(dst.connect_timeout)),
