@@ -125,8 +125,9 @@ pub enum AccessLogFormat {
 #[serde(deny_unknown_fields)]
 pub struct RequestIdConfig {
     /// The correlation id's header (default `x-correlation-id`). Like
-    /// `x-request-id`, it is kept when present, made up (UUID v4) when
-    /// absent, passed to the app and upstream, and returned to the client.
+    /// `x-request-id`, it is kept when present, passed to the app and
+    /// upstream, and returned to the client; when absent it takes the
+    /// request id's value.
     #[serde(default = "defaults::correlation_header")]
     pub correlation_header: Located<String>,
 }

@@ -5,18 +5,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::Body;
 use crate::tls::IdentityMismatch;
 
 /// Header on every response the proxy makes itself; its value is a [`Reason`].
-pub const ERROR_HEADER: &str = "pilotfish-error";
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("pilotfish-error");
 
 /// On a 403 from the authorization policy: why it refused
 /// ([`crate::inbound::DenyReason`]).
-pub const AUTHZ_HEADER: &str = "pilotfish-authz";
+pub const AUTHZ_HEADER: HeaderName = HeaderName::from_static("pilotfish-authz");
 
 /// Which side of the sidecar produced a response or saw a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -320,11 +320,11 @@ impl ProxyError {
         let mut response = Response::new(Body::Empty);
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert(super::grpc::GRPC_STATUS, HeaderValue::from_static(code));
         // grpc-message is percent-encoded; ours is plain ASCII but for '%'.
         let message = format!("pilotfish {}: {self}", direction.as_str()).replace('%', "%25");
         if let Ok(message) = HeaderValue::from_str(&message) {
-            headers.insert("grpc-message", message);
+            headers.insert(super::grpc::GRPC_MESSAGE, message);
         }
         headers.insert(
             ERROR_HEADER,

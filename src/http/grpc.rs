@@ -3,12 +3,19 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
+
+/// The gRPC call's deadline.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// The gRPC status, in trailers or a trailers-only response's headers.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// The gRPC status message.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The deadline a gRPC client sent in `grpc-timeout` (1 to 8 digits and a
 /// unit: H, M, S, m, u, n), if any and well-formed.
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
@@ -30,13 +37,7 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
 
 /// The numeric `grpc-status` in these headers or trailers.
 pub fn status(headers: &HeaderMap) -> Option<u32> {
-    headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    headers.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Whether a response is gRPC (`content-type: application/grpc...`).

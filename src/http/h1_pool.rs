@@ -306,7 +306,7 @@ pub fn keep_alive_for(headers: &HeaderMap, idle_timeout: Duration) -> Option<Dur
         return None;
     }
     let advertised = headers
-        .get("keep-alive")
+        .get(super::headers::KEEP_ALIVE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.split(',').find_map(|param| {

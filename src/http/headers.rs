@@ -19,7 +19,8 @@ pub const ORIG_PROTO: HeaderName = HeaderName::from_static("pilotfish-orig-proto
 /// The value of [`ORIG_PROTO`] for HTTP/1.x callers.
 pub const ORIG_PROTO_HTTP1: HeaderValue = HeaderValue::from_static("HTTP/1.1");
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Keep-Alive`: a server's idle timeout for the connection.
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

@@ -1,11 +1,12 @@
 //! Request ids: `x-request-id` and a correlation id (`x-correlation-id`
 //! unless configured otherwise). Each is kept when the request carries a
-//! usable one and made up (a UUID v4) when it does not, then passed to the
+//! usable one; a missing request id is made up (a UUID v4) and a missing
+//! correlation id takes the request id's value. Both are passed to the
 //! app, sent on every call upstream and returned on the response, so every
 //! log line of one user request, at every hop, can be found by one value.
 
 use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{Entry, HeaderName, HeaderValue};
 
 /// The request id's header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -69,9 +70,11 @@ impl RequestIdHeaders {
 
     /// Keeps or makes both ids, leaving exactly one of each in `headers`.
     pub fn ensure(&self, headers: &mut HeaderMap) -> RequestIds {
+        let request_id = ensure_one(headers, &REQUEST_ID, uuid_v4);
+        let correlation_id = ensure_one(headers, &self.correlation, || request_id.clone());
         RequestIds {
-            request_id: ensure_one(headers, &REQUEST_ID),
-            correlation_id: ensure_one(headers, &self.correlation),
+            request_id,
+            correlation_id,
         }
     }
 
@@ -83,15 +86,40 @@ impl RequestIdHeaders {
     }
 }
 
-/// The first usable value of `name`, or a new one; the header ends up
+/// The first usable value of `name`, or `make`'s; the header ends up
 /// holding just that value.
-fn ensure_one(headers: &mut HeaderMap, name: &HeaderName) -> HeaderValue {
-    let mut values = headers.get_all(name).iter();
-    let kept = match (values.next(), values.next()) {
-        (Some(value), None) if usable(value) => return value.clone(),
-        (Some(value), Some(_)) if usable(value) => value.clone(),
-        _ => uuid_v4(),
+///
+/// The value is marked sensitive, which HPACK encodes as never indexed: an
+/// id differs on every request, and in the HTTP/2 link's header table it
+/// would only push out the fields that do repeat (and cost an insertion on
+/// both sides).
+fn ensure_one(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    make: impl FnOnce() -> HeaderValue,
+) -> HeaderValue {
+    let mut kept = match headers.entry(name) {
+        Entry::Occupied(mut entry) => {
+            let mut values = entry.iter();
+            let first = values.next().filter(|v| usable(v)).cloned();
+            let alone = values.next().is_none();
+            match first {
+                Some(_) if alone => {
+                    let value = entry.get_mut();
+                    value.set_sensitive(true);
+                    return value.clone();
+                }
+                Some(first) => first,
+                None => make(),
+            }
+        }
+        Entry::Vacant(entry) => {
+            let mut made = make();
+            made.set_sensitive(true);
+            return entry.insert(made).clone();
+        }
     };
+    kept.set_sensitive(true);
     headers.insert(name.clone(), kept.clone());
     kept
 }
@@ -170,11 +198,27 @@ mod tests {
         let got = ids.ensure(&mut headers);
         assert_eq!(got.request_id(), "first");
         assert_eq!(headers.get_all(REQUEST_ID).iter().count(), 1);
-        assert_ne!(got.correlation_id(), "has space");
-        assert_eq!(got.correlation_id().len(), 36);
+        assert_eq!(
+            got.correlation_id(),
+            "first",
+            "an unusable correlation id is replaced by the request id"
+        );
         let long = "a".repeat(MAX_LEN + 1);
         headers.insert(REQUEST_ID, HeaderValue::from_str(&long).unwrap());
         assert_ne!(ids.ensure(&mut headers).request_id(), long);
+    }
+
+    #[test]
+    fn a_missing_correlation_id_takes_the_request_id() {
+        let ids = RequestIdHeaders::default();
+        let mut headers = HeaderMap::new();
+        let made = ids.ensure(&mut headers);
+        assert_eq!(made.request_id().len(), 36);
+        assert_eq!(made.correlation_id, made.request_id);
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("req-7"));
+        assert_eq!(ids.ensure(&mut headers).correlation_id(), "req-7");
+        assert_eq!(headers.get("x-correlation-id").unwrap(), "req-7");
     }
 
     #[test]

@@ -41,10 +41,7 @@ impl Outcome {
 
     /// Classifies a response.
     pub fn of_response(status: StatusCode, headers: &HeaderMap) -> Self {
-        let grpc = headers
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let grpc = crate::http::grpc::status(headers);
         let unreached = status.is_server_error()
             && headers.get(ERROR_HEADER).is_some_and(|reason| {
                 matches!(

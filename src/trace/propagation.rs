@@ -399,8 +399,13 @@ fn inject_b3_multi(headers: &mut HeaderMap, context: &SpanContext) {
 
 /// Sets `name` to `value`. Hex digits and `-` always make a valid value, so
 /// for our ids the skip never happens; it avoids a panic path all the same.
+///
+/// Marked sensitive (HPACK: never indexed): the span id is new at every
+/// hop, and in the HTTP/2 link's header table it would only push out the
+/// fields that do repeat.
 fn put(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
-    if let Ok(value) = HeaderValue::from_bytes(value) {
+    if let Ok(mut value) = HeaderValue::from_bytes(value) {
+        value.set_sensitive(true);
         headers.insert(name, value);
     }
 }

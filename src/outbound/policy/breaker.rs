@@ -24,7 +24,7 @@ use crate::metrics::ResilienceMetrics;
 use crate::outbound::outcome::Outcome;
 
 /// Header on fallback responses: `static`, or the destination that answered.
-pub const FALLBACK_HEADER: &str = "pilotfish-fallback";
+pub const FALLBACK_HEADER: http::HeaderName = http::HeaderName::from_static("pilotfish-fallback");
 
 /// The breaker's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]

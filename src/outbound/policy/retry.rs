@@ -32,7 +32,9 @@ use crate::metrics::ResilienceMetrics;
 use crate::outbound::outcome::Outcome;
 
 /// Header on retried requests: which attempt this is (2, 3, ...).
-pub const ATTEMPT_HEADER: &str = "pilotfish-attempt";
+pub const ATTEMPT_HEADER: http::HeaderName = http::HeaderName::from_static("pilotfish-attempt");
+/// Marks a request as safe to repeat, whatever its method.
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
 /// Whether a method is idempotent (RFC 9110 §9.2.2).
 pub fn is_idempotent(method: &Method) -> bool {
@@ -143,7 +145,7 @@ where
     S::Future: Send,
 {
     let policy = ctx.route.retries.clone();
-    let idempotent = is_idempotent(req.method()) || req.headers().contains_key("idempotency-key");
+    let idempotent = is_idempotent(req.method()) || req.headers().contains_key(IDEMPOTENCY_KEY);
     // Every gRPC call is a POST; a gRPC status listed in the conditions
     // says the call may be repeated, as in gRPC's own retry policy.
     let grpc_call = grpc::is_grpc(req.headers());
