@@ -10,6 +10,8 @@
 #   benches/cpu.sh pair               # outbound + inbound sidecars, mTLS
 #   LINK=http1 benches/cpu.sh pair    # the sidecars' link: http1, http2
 #   H2=1 benches/cpu.sh pair          # the client speaks h2c (10 x 5 streams)
+#   FEATURES=all benches/cpu.sh       # retries, breaker, rate limit, access
+#                                     # log, 1% tracing on (see shapes.sh)
 #   N=200000 CONNS=50 ROUNDS=5 benches/cpu.sh
 #
 # Starts the proxies and a demo app, warms up, then for each round sends N
@@ -80,8 +82,8 @@ for round in $(seq 1 "$rounds"); do
     after=$(ticks)
     us=$(awk -v t=$((after - before)) -v hz="$ticks_per_s" -v n="$n" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
     rps=$(awk '/finished in/ {print $4}' "$work/load.log")
-    echo "$shape${LINK:+ link=$LINK}${H2:+ h2}: round $round: $us CPU µs per request ($rps req/s)"
+    echo "$shape${LINK:+ link=$LINK}${H2:+ h2}${FEATURES:+ features=$FEATURES}: round $round: $us CPU µs per request ($rps req/s)"
     results+=("$us")
 done
 median=$(printf '%s\n' "${results[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-echo "$shape${LINK:+ link=$LINK}${H2:+ h2}: median $median CPU µs per request"
+echo "$shape${LINK:+ link=$LINK}${H2:+ h2}${FEATURES:+ features=$FEATURES}: median $median CPU µs per request"
