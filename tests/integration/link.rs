@@ -116,3 +116,31 @@ async fn a_killed_peer_on_the_http1_link_is_refused_not_waited_for() {
         response.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_agrees_to_no_alpn_protocol_is_refused_on_either_link() {
+    let certs = Certs::new();
+    // The right identity, but a TLS server that ignores ALPN: not a
+    // Pilotfish inbound port, so neither link may guess its protocol.
+    let mut tls = mtls_server_config(&certs.ca(), &certs.issue("users"));
+    tls.alpn_protocols.clear();
+    let server = TestApp::start_tls(tls).await;
+    for (link, wanted) in [("", "h2"), (HTTP1_LINK, "http/1.1")] {
+        let orders = Sidecar::start(&SidecarConfig::new("orders", &certs).service(
+            "users",
+            &[server.addr],
+            link,
+        ));
+        let response = collect(send_h1(orders.outbound(), get("users", "/echo")).await).await;
+        assert_eq!(response.status, 502, "{wanted}: {}", response.text());
+        assert_eq!(response.header("pilotfish-error"), Some("tls-failed"));
+        assert!(
+            response
+                .text()
+                .contains(&format!("did not negotiate ALPN {wanted}")),
+            "{}",
+            response.text()
+        );
+    }
+    assert!(server.seen().is_empty(), "a request was sent anyway");
+}
