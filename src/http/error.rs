@@ -258,6 +258,14 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// A request, or a connection's handshake, failed at `addr`'s end.
+    pub fn upstream(addr: SocketAddr, err: hyper::Error) -> Self {
+        Self::Upstream {
+            addr,
+            source: err.into(),
+        }
+    }
+
     /// The reason reported in the header.
     pub fn reason(&self) -> Reason {
         match self {

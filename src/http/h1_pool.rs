@@ -171,10 +171,7 @@ impl<D: Dial> H1Pool<D> {
     }
 
     fn upstream(&self, err: hyper::Error) -> ProxyError {
-        ProxyError::Upstream {
-            addr: self.addr,
-            source: err.into(),
-        }
+        ProxyError::upstream(self.addr, err)
     }
 
     /// The most recently used idle connection that is still good.
@@ -226,14 +223,10 @@ impl<D: Dial> H1Pool<D> {
         if let Some(max) = limits.h1_max_headers() {
             builder.max_headers(max);
         }
-        let (sender, connection) =
-            builder
-                .handshake(io)
-                .await
-                .map_err(|source| ProxyError::Upstream {
-                    addr,
-                    source: source.into(),
-                })?;
+        let (sender, connection) = builder
+            .handshake(io)
+            .await
+            .map_err(|e| ProxyError::upstream(addr, e))?;
         let open = self.open.clone();
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {

@@ -92,10 +92,7 @@ impl H2Connection {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<SendRequest<Body>, ProxyError>>,
     {
-        let upstream = |source: hyper::Error| ProxyError::Upstream {
-            addr,
-            source: source.into(),
-        };
+        let upstream = |e| ProxyError::upstream(addr, e);
         self.shared.touch();
         let mut sender = self.sender(&connect).await?;
         match sender.try_send_request(req).await {
@@ -203,10 +200,7 @@ where
         .keep_alive_timeout(Duration::from_secs(10))
         .handshake(io)
         .await
-        .map_err(|source| ProxyError::Upstream {
-            addr,
-            source: source.into(),
-        })?;
+        .map_err(|e| ProxyError::upstream(addr, e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             debug!(%addr, error = %e, "HTTP/2 connection ended");

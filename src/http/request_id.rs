@@ -98,30 +98,20 @@ fn ensure_one(
     name: &HeaderName,
     make: impl FnOnce() -> HeaderValue,
 ) -> HeaderValue {
-    let mut kept = match headers.entry(name) {
+    let value = match headers.entry(name) {
         Entry::Occupied(mut entry) => {
-            let mut values = entry.iter();
-            let first = values.next().filter(|v| usable(v)).cloned();
-            let alone = values.next().is_none();
-            match first {
-                Some(_) if alone => {
-                    let value = entry.get_mut();
-                    value.set_sensitive(true);
-                    return value.clone();
-                }
-                Some(first) => first,
-                None => make(),
+            if !usable(entry.get()) {
+                entry.insert(make());
+            } else if entry.iter().nth(1).is_some() {
+                let first = entry.get().clone();
+                entry.insert(first);
             }
+            entry.into_mut()
         }
-        Entry::Vacant(entry) => {
-            let mut made = make();
-            made.set_sensitive(true);
-            return entry.insert(made).clone();
-        }
+        Entry::Vacant(entry) => entry.insert(make()),
     };
-    kept.set_sensitive(true);
-    headers.insert(name.clone(), kept.clone());
-    kept
+    value.set_sensitive(true);
+    value.clone()
 }
 
 /// Visible ASCII, not empty, not too long: safe in a log line and a header.

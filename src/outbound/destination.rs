@@ -14,7 +14,7 @@ use tower::retry::budget::TpsBudget;
 use super::balance::{Balance, BalanceSettings};
 use super::discovery::{EndpointSet, MakeEndpoint, Source, parse_dns_target};
 use super::endpoint::{Conn, Endpoint};
-use super::mesh::{EndpointSettings, MeshConn};
+use super::mesh::{EndpointSettings, Link, MeshConn};
 use super::outlier::OutlierPolicy;
 use super::policy::ResponseFuture;
 use super::policy::breaker::{Breaker, BreakerPolicy, BreakerState};
@@ -232,17 +232,15 @@ fn make_endpoint(
             let sni = format!("{name}.{}.svc.cluster.local", key.namespace);
             let server_name = ServerName::try_from(sni)
                 .map_err(|e| BuildError::Config(format!("server name for {name}: {e}")))?;
-            let for_alpn = |alpn: &'static [u8]| {
-                let identity = key.identity.clone();
-                Derived::new(creds.clone(), move |c| {
-                    tls::client_config(c, identity.clone(), settings, alpn)
-                })
-            };
+            let identity = key.identity.clone();
+            let link = Link::of(*config.protocol);
+            let tls = Derived::new(creds.clone(), move |c| {
+                tls::client_config(c, identity.clone(), settings, link.alpn())
+            })?;
             let settings = Arc::new(EndpointSettings {
-                tls_h2: for_alpn(tls::ALPN_H2)?,
-                tls_http1: for_alpn(tls::ALPN_HTTP11)?,
+                tls,
                 server_name,
-                protocol: *config.protocol,
+                link,
                 pool: pool_settings(key),
                 metrics: metrics.tls.clone(),
             });

@@ -25,25 +25,58 @@ use tokio_rustls::client::TlsStream;
 use tracing::info;
 
 use crate::config::UpstreamProtocol;
-use crate::http::h1_pool::{Dial, H1Pool, PoolSettings};
+use crate::http::h1_pool::{Dial, H1Pool, PoolSettings, Tcp};
 use crate::http::h2_client::{self, H2Connection};
 use crate::http::headers::{ORIG_PROTO, ORIG_PROTO_HTTP1};
 use crate::http::{Body, Direction, ProxyError, uri};
 use crate::metrics::TlsMetrics;
 use crate::tls::{ALPN_H2, ALPN_HTTP11, Derived};
 
+/// The HTTP version between the sidecars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// One multiplexed connection.
+    Http2,
+    /// Pooled keep-alive connections.
+    Http1,
+}
+
+impl Link {
+    /// The link a destination's `protocol` asks for: `http1` the pooled
+    /// HTTP/1.1 one; `auto` and `http2` the HTTP/2 one.
+    pub fn of(protocol: UpstreamProtocol) -> Self {
+        match protocol {
+            UpstreamProtocol::Http1 => Self::Http1,
+            UpstreamProtocol::Auto | UpstreamProtocol::Http2 => Self::Http2,
+        }
+    }
+
+    /// Its ALPN id, offered in the handshake.
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Self::Http2 => ALPN_H2,
+            Self::Http1 => ALPN_HTTP11,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Http2 => "h2",
+            Self::Http1 => "http/1.1",
+        }
+    }
+}
+
 /// How to reach the endpoints of one destination.
 #[derive(Debug)]
 pub struct EndpointSettings {
-    /// TLS client config for the HTTP/2 link (ALPN h2) that verifies the
-    /// destination's identity, rebuilt when the credentials rotate.
-    pub tls_h2: Derived<ClientConfig>,
-    /// The same for the HTTP/1.1 link (ALPN http/1.1).
-    pub tls_http1: Derived<ClientConfig>,
+    /// TLS client config that verifies the destination's identity and
+    /// offers the link's ALPN id, rebuilt when the credentials rotate.
+    pub tls: Derived<ClientConfig>,
     /// SNI sent in the handshake.
     pub server_name: ServerName<'static>,
-    /// The link: `http1` the pooled HTTP/1.1 one, else HTTP/2.
-    pub protocol: UpstreamProtocol,
+    /// The link.
+    pub link: Link,
     /// Connect timeout (TCP plus TLS), idle timeout, the most HTTP/1.1
     /// connections, and header limits for responses.
     pub pool: PoolSettings,
@@ -56,21 +89,32 @@ pub struct EndpointSettings {
 pub struct MeshConn {
     addr: SocketAddr,
     settings: Arc<EndpointSettings>,
-    http2: H2Connection,
-    http1: Arc<H1Pool<MeshDial>>,
+    conns: Conns,
+}
+
+/// The link's connections.
+#[derive(Debug)]
+enum Conns {
+    Http2(H2Connection),
+    Http1(Arc<H1Pool<MeshDial>>),
 }
 
 impl MeshConn {
     /// An endpoint at `addr`; nothing is connected yet.
     pub fn new(addr: SocketAddr, settings: Arc<EndpointSettings>) -> Self {
-        let dial = MeshDial {
-            settings: settings.clone(),
+        let conns = match settings.link {
+            Link::Http2 => Conns::Http2(H2Connection::new(settings.pool.idle_timeout)),
+            Link::Http1 => {
+                let dial = MeshDial {
+                    settings: settings.clone(),
+                };
+                Conns::Http1(Arc::new(H1Pool::new(addr, settings.pool, dial)))
+            }
         };
         Self {
             addr,
-            http2: H2Connection::new(settings.pool.idle_timeout),
-            http1: Arc::new(H1Pool::new(addr, settings.pool, dial)),
             settings,
+            conns,
         }
     }
 
@@ -87,27 +131,36 @@ impl MeshConn {
         req: Request<Body>,
         app_spoke_http1: bool,
     ) -> Result<Response<Body>, ProxyError> {
-        if self.settings.protocol == UpstreamProtocol::Http1 {
-            let (mut parts, body) = req.into_parts();
-            uri::to_http1(&mut parts);
-            return self.http1.send(Request::from_parts(parts, body)).await;
+        match &self.conns {
+            Conns::Http2(conn) => {
+                let req = for_h2_link(req, app_spoke_http1)?;
+                conn.send(self.addr, req, || self.connect_h2())
+                    .await
+                    .map(|response| response.map(Body::Incoming))
+            }
+            Conns::Http1(pool) => {
+                let (mut parts, body) = req.into_parts();
+                uri::to_http1(&mut parts);
+                pool.send(Request::from_parts(parts, body)).await
+            }
         }
-        let req = for_h2_link(req, app_spoke_http1)?;
-        self.http2
-            .send(self.addr, req, || self.connect_h2())
-            .await
-            .map(|response| response.map(Body::Incoming))
     }
 
     /// Whether a request could go out now without waiting for a new
     /// connection.
     pub fn is_connected(&self) -> bool {
-        self.http2.is_open() || self.http1.idle_connections() > 0
+        match &self.conns {
+            Conns::Http2(conn) => conn.is_open(),
+            Conns::Http1(pool) => pool.idle_connections() > 0,
+        }
     }
 
     /// Connections open to the endpoint.
     pub fn open_connections(&self) -> usize {
-        usize::from(self.http2.is_open()) + self.http1.open_connections()
+        match &self.conns {
+            Conns::Http2(conn) => usize::from(conn.is_open()),
+            Conns::Http1(pool) => pool.open_connections(),
+        }
     }
 
     /// TCP, then TLS with the destination's identity check, then HTTP/2,
@@ -116,7 +169,7 @@ impl MeshConn {
         let addr = self.addr;
         let settings = &self.settings;
         let connect = async {
-            let tls = dial_tls(settings, &settings.tls_h2, ALPN_H2, addr).await?;
+            let tls = dial_tls(settings, addr).await?;
             h2_client::handshake(TokioIo::new(tls), addr, settings.pool.limits).await
         };
         let timeout = settings.pool.connect_timeout;
@@ -141,26 +194,18 @@ impl Dial for MeshDial {
     type Io = TokioIo<TlsStream<TcpStream>>;
 
     async fn dial(&self, addr: SocketAddr) -> Result<Self::Io, ProxyError> {
-        let settings = &self.settings;
-        let tls = dial_tls(settings, &settings.tls_http1, ALPN_HTTP11, addr).await?;
-        Ok(TokioIo::new(tls))
+        Ok(TokioIo::new(dial_tls(&self.settings, addr).await?))
     }
 }
 
 /// TCP, then a TLS handshake that proves the endpoint's identity and
-/// agrees on `alpn`.
+/// agrees on the link's ALPN id.
 async fn dial_tls(
     settings: &EndpointSettings,
-    config: &Derived<ClientConfig>,
-    alpn: &'static [u8],
     addr: SocketAddr,
 ) -> Result<TlsStream<TcpStream>, ProxyError> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ProxyError::Connect { addr, source })?;
-    // Small request/response frames must not wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-    let tls = TlsConnector::from(config.get())
+    let tcp = Tcp.dial(addr).await?.into_inner();
+    let tls = TlsConnector::from(settings.tls.get())
         .connect(settings.server_name.clone(), tcp)
         .await
         .map_err(|source| {
@@ -170,8 +215,8 @@ async fn dial_tls(
         })?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
     settings.metrics.handshake(Direction::Outbound, resumed);
-    if tls.get_ref().1.alpn_protocol() != Some(alpn) {
-        let wanted = if alpn == ALPN_H2 { "h2" } else { "http/1.1" };
+    if tls.get_ref().1.alpn_protocol() != Some(settings.link.alpn()) {
+        let wanted = settings.link.name();
         return Err(ProxyError::Alpn { addr, wanted });
     }
     Ok(tls)
