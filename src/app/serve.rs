@@ -15,7 +15,7 @@ use tracing::debug;
 
 use super::Live;
 use crate::drain;
-use crate::http::{Body, Direction, ProxyError};
+use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::listener::{Metered, accept_loop};
 use crate::metrics::ListenerCounters;
 
@@ -65,7 +65,7 @@ async fn serve_outbound(
         Box::pin(async move {
             Ok::<_, Infallible>(match current {
                 Some(outbound) => outbound.handle(req, addr).await,
-                None => not_serving(Direction::Outbound),
+                None => not_serving(Direction::Outbound, &req),
             })
         })
     });
@@ -89,7 +89,7 @@ async fn serve_inbound(tcp: Metered<TcpStream>, addr: SocketAddr, live: Live, wa
         Box::pin(async move {
             Ok::<_, Infallible>(match current {
                 Some(inbound) => inbound.handle(req, &peer).await,
-                None => not_serving(Direction::Inbound),
+                None => not_serving(Direction::Inbound, &req),
             })
         })
     });
@@ -102,6 +102,6 @@ async fn serve_inbound(tcp: Metered<TcpStream>, addr: SocketAddr, live: Live, wa
 }
 
 /// For requests on a connection whose side a config reload removed.
-fn not_serving(direction: Direction) -> Response<Body> {
-    ProxyError::NotServing.to_response(direction)
+fn not_serving(direction: Direction, req: &Request<Incoming>) -> Response<Body> {
+    ProxyError::NotServing.to_response(direction, ErrorFormat::of(req.headers()))
 }

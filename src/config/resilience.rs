@@ -190,20 +190,24 @@ impl Default for RetryConfig {
     }
 }
 
-/// The retry budget of a destination: retries may add at most `ratio` of
-/// its requests, plus `min_per_second` (Linkerd's defaults: 20%, 10/s).
+/// The retry budget of a destination: over any `window`, retries may
+/// number at most `ratio` of the requests that started in it, but
+/// `min_per_second` a second are always allowed (the larger of the two,
+/// not their sum).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
-    /// Retries allowed per request, on average (default 0.2: 20%; above 1
-    /// allows several retries per request).
+    /// Retries allowed per request in the window (default 0.2: 20%; above
+    /// 1 allows several retries per request).
     #[serde(default = "defaults::budget_ratio")]
     pub ratio: Located<f64>,
-    /// Retries always allowed per second, so low traffic can retry too
-    /// (default 10).
+    /// Retries always allowed per second, so quiet traffic can retry too
+    /// (default 5).
     #[serde(default = "defaults::budget_min")]
     pub min_per_second: u32,
-    /// How long a request counts towards the budget (default 10s).
+    /// How long a request and a retry count (default 1s: retries follow
+    /// the traffic of the last second, not the healthy traffic before an
+    /// outage).
     #[serde(default = "defaults::budget_window")]
     pub window: Located<HumanDuration>,
 }
@@ -280,7 +284,9 @@ impl Default for OutlierConfig {
 }
 
 /// The error-rate breaker of a destination, with opossum's semantics
-/// (off unless configured).
+/// (off unless configured) and defaults that act within seconds: after
+/// healthy traffic, a full outage opens it once failures outnumber the
+/// window's successes, half a window (2 s) in; it probes every 5 s.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -289,16 +295,19 @@ pub struct BreakerConfig {
     #[serde(default = "defaults::error_threshold")]
     pub error_threshold_percent: Located<u32>,
     /// Requests needed in the window before the breaker may open
-    /// (default 20; opossum's 0 opens on the first failure).
+    /// (default 10; opossum's 0 opens on the first failure).
     #[serde(default = "defaults::volume_threshold")]
     pub volume_threshold: u32,
-    /// The rolling window (default 10s, as opossum).
+    /// The rolling window (default 4s; opossum's 10s opens 5 s into an
+    /// outage that follows healthy traffic).
     #[serde(default = "defaults::breaker_window")]
     pub window: Located<HumanDuration>,
-    /// Buckets the window rolls by (default 10, as opossum).
+    /// Buckets the window rolls by (default 8: half a second each).
     #[serde(default = "defaults::breaker_buckets")]
     pub buckets: Located<u32>,
-    /// Time open before one probe is let through (default 30s, as opossum).
+    /// Time open before one probe is let through (default 5s, as Hystrix;
+    /// opossum's 30s keeps a recovered destination refused for half a
+    /// minute).
     #[serde(default = "defaults::reset_timeout")]
     pub reset_timeout: HumanDuration,
 }
@@ -352,11 +361,15 @@ mod defaults {
     pub fn budget_ratio() -> Located<f64> {
         Located::new(0.2)
     }
+    /// Linkerd's 10 a second is half the traffic of a service at 20
+    /// requests a second; 5 lets quiet services retry a keep-alive race or
+    /// a restarting endpoint, and bounds retries in an outage sooner.
     pub fn budget_min() -> u32 {
-        10
+        5
     }
+    /// One second: see `RetryBudgetConfig::window`.
     pub fn budget_window() -> Located<HumanDuration> {
-        Located::new(HumanDuration::from_secs(10))
+        Located::new(HumanDuration::from_secs(1))
     }
     pub fn limit() -> usize {
         1024
@@ -380,18 +393,21 @@ mod defaults {
         Located::new(50)
     }
     /// opossum's 0 lets a single failure open the breaker on a quiet
-    /// service; 20 requests in 10 s is a small but real sample.
+    /// service; 10 requests in 4 s (2.5 a second) is a small but real
+    /// sample.
     pub fn volume_threshold() -> u32 {
-        20
+        10
     }
+    /// Half of it after healthy traffic is how long a full outage takes to
+    /// open the breaker: 2 s.
     pub fn breaker_window() -> Located<HumanDuration> {
-        Located::new(HumanDuration::from_secs(10))
+        Located::new(HumanDuration::from_secs(4))
     }
     pub fn breaker_buckets() -> Located<u32> {
-        Located::new(10)
+        Located::new(8)
     }
     pub fn reset_timeout() -> HumanDuration {
-        HumanDuration::from_secs(30)
+        HumanDuration::from_secs(5)
     }
 }
 

@@ -1,6 +1,10 @@
 //! Errors the proxy produces itself, and the one place they become HTTP
-//! responses: a status, a short plain body, and a `pilotfish-error` header
-//! naming the reason, so an operator can tell them from the app's own errors.
+//! responses: a status, a short body, and a `pilotfish-error` header naming
+//! the reason, so an operator can tell them from the app's own errors. The
+//! body is a line of text, or a small JSON object with the same fields for
+//! a client that asked for JSON (one that parses every body as JSON would
+//! otherwise turn the proxy's answer into an error of its own and lose the
+//! reason).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +21,62 @@ pub const ERROR_HEADER: HeaderName = HeaderName::from_static("pilotfish-error");
 /// On a 403 from the authorization policy: why it refused
 /// ([`crate::inbound::DenyReason`]).
 pub const AUTHZ_HEADER: HeaderName = HeaderName::from_static("pilotfish-authz");
+
+/// How an error response is written, chosen from the request it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    /// A line of text (`text/plain`).
+    Text,
+    /// A JSON object (`application/json`): the request's `Accept` names a
+    /// JSON type, or it was JSON itself.
+    Json,
+    /// A gRPC call: a rate limit answers in gRPC's trailers-only form.
+    Grpc,
+}
+
+impl ErrorFormat {
+    /// The format for the request with these headers.
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
+        if content_type.is_some_and(|t| t.starts_with(b"application/grpc")) {
+            return Self::Grpc;
+        }
+        let accepts_json = headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .any(|v| names_json(v.as_bytes()));
+        if accepts_json || content_type.is_some_and(is_json) {
+            Self::Json
+        } else {
+            Self::Text
+        }
+    }
+}
+
+/// Whether an `Accept` value lists a JSON media type it does not refuse
+/// (`q=0`).
+fn names_json(accept: &[u8]) -> bool {
+    accept.split(|b| *b == b',').any(|range| {
+        let mut params = range.split(|b| *b == b';');
+        let kind = params.next().unwrap_or_default();
+        let refused = params.any(|p| {
+            let weight = p.trim_ascii().strip_prefix(b"q=");
+            weight.and_then(|q| std::str::from_utf8(q).ok()?.parse::<f32>().ok()) == Some(0.0)
+        });
+        is_json(kind) && !refused
+    })
+}
+
+/// `application/json`, or a structured `+json` type, case-insensitively.
+fn is_json(media_type: &[u8]) -> bool {
+    let kind = media_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    kind.eq_ignore_ascii_case(b"application/json")
+        || (kind.len() > 5 && kind[kind.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
 
 /// Which side of the sidecar produced a response or saw a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -292,24 +352,30 @@ impl ProxyError {
         }
     }
 
-    /// The response the client gets for this error.
-    pub fn to_response(&self, direction: Direction) -> Response<Body> {
+    /// The response the client gets for this error, in `format`.
+    pub fn to_response(&self, direction: Direction, format: ErrorFormat) -> Response<Body> {
         let reason = self.reason();
+        if format == ErrorFormat::Grpc && reason == Reason::RateLimited {
+            return self.to_grpc_response(direction);
+        }
         let status = reason.status();
-        let body = format!(
-            "{} {}: pilotfish {}: {self}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            direction.as_str(),
-        );
+        let (body, content_type) = match format {
+            ErrorFormat::Json => (self.json_body(direction), "application/json"),
+            ErrorFormat::Text | ErrorFormat::Grpc => (
+                format!(
+                    "{} {}: pilotfish {}: {self}\n",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or(""),
+                    direction.as_str(),
+                ),
+                "text/plain; charset=utf-8",
+            ),
+        };
         let mut response = Response::new(Body::full(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(ERROR_HEADER, HeaderValue::from_static(reason.as_str()));
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Self::Forbidden { reason, .. } = self {
             headers.insert(AUTHZ_HEADER, HeaderValue::from_static(reason.as_str()));
         }
@@ -317,10 +383,30 @@ impl ProxyError {
         response
     }
 
+    /// `{"error": REASON, "status": N, "message": ..., "proxy": "pilotfish
+    /// outbound"}`, with `authz` on a 403 and `retry_after` (seconds) on a
+    /// 429: what the headers say, for a client that reads only the body.
+    fn json_body(&self, direction: Direction) -> String {
+        let reason = self.reason();
+        let mut body = serde_json::json!({
+            "error": reason.as_str(),
+            "status": reason.status().as_u16(),
+            "message": self.to_string(),
+            "proxy": format!("pilotfish {}", direction.as_str()),
+        });
+        if let Self::Forbidden { reason, .. } = self {
+            body["authz"] = reason.as_str().into();
+        }
+        if let Self::RateLimited { wait, .. } = self {
+            body["retry_after"] = retry_after_seconds(*wait).into();
+        }
+        body.to_string() + "\n"
+    }
+
     /// The response a gRPC client gets: HTTP 200 with the status in
     /// `grpc-status` (trailers-only), as gRPC clients expect. A rate limit
     /// is RESOURCE_EXHAUSTED (8); other errors are UNAVAILABLE (14).
-    pub fn to_grpc_response(&self, direction: Direction) -> Response<Body> {
+    fn to_grpc_response(&self, direction: Direction) -> Response<Body> {
         let code = match self.reason() {
             Reason::RateLimited => "8",
             _ => "14",
@@ -354,14 +440,18 @@ impl ProxyError {
         else {
             return;
         };
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let seconds = seconds.max(1);
+        let seconds = retry_after_seconds(*wait);
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
         headers.insert("ratelimit-policy", policy.clone());
         if let Ok(value) = HeaderValue::from_str(&format!("{quoted};r=0;t={seconds}")) {
             headers.insert("ratelimit", value);
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// An error and its causes, `outer: inner: innermost`, without repeats
@@ -428,9 +518,71 @@ mod tests {
         let err = ProxyError::NoRoute {
             host: "nowhere".into(),
         };
-        let response = err.to_response(Direction::Outbound);
+        let response = err.to_response(Direction::Outbound, ErrorFormat::Text);
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[ERROR_HEADER], "no-route");
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+    }
+
+    #[test]
+    fn json_is_for_requests_that_ask_for_it_or_are_json() {
+        let format = |pairs: &[(&str, &str)]| {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            ErrorFormat::of(&headers)
+        };
+        use ErrorFormat::{Grpc, Json, Text};
+        let cases: &[(&[(&str, &str)], ErrorFormat)] = &[
+            (&[], Text),
+            (&[("accept", "*/*")], Text),
+            (&[("accept", "text/html, application/xhtml+xml")], Text),
+            (&[("accept", "application/json")], Json),
+            (&[("accept", "text/plain;q=0.5, Application/JSON")], Json),
+            (&[("accept", "application/problem+json")], Json),
+            (&[("accept", "application/json;q=0, text/plain")], Text),
+            (
+                &[("accept", "text/plain"), ("accept", "application/json")],
+                Json,
+            ),
+            (&[("content-type", "application/json; charset=utf-8")], Json),
+            (&[("content-type", "application/grpc+proto")], Grpc),
+            (&[("content-type", "text/jsonish")], Text),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(format(headers), *want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn a_json_body_carries_what_the_headers_say() {
+        let caller =
+            crate::identity::SpiffeId::parse("spiffe://cluster.local/ns/default/sa/orders")
+                .expect("id");
+        let err = ProxyError::Forbidden {
+            caller,
+            method: http::Method::POST,
+            path: "/admin".into(),
+            reason: crate::inbound::DenyReason::PathNotAllowed,
+        };
+        let response = err.to_response(Direction::Inbound, ErrorFormat::Json);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let Body::Full(Some(bytes)) = response.body() else {
+            panic!("a whole body");
+        };
+        let body: serde_json::Value = serde_json::from_slice(bytes).expect("JSON");
+        assert_eq!(body["error"], "forbidden");
+        assert_eq!(body["status"], 403);
+        assert_eq!(body["authz"], "path-not-allowed");
+        assert_eq!(body["proxy"], "pilotfish inbound");
+        assert!(body["message"].as_str().unwrap().contains("/admin"));
     }
 
     #[test]

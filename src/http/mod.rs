@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod h1_pool;
 pub mod h2_client;
 pub mod headers;
+pub mod outcome;
 pub mod path;
 pub mod plain_client;
 pub mod replay;
@@ -15,4 +16,4 @@ pub mod server;
 pub mod uri;
 
 pub use body::{Body, BoxError};
-pub use error::{Direction, ERROR_HEADER, ProxyError, Reason};
+pub use error::{Direction, ERROR_HEADER, ErrorFormat, ProxyError, Reason};

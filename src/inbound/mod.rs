@@ -34,9 +34,10 @@ use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, InboundConfig, LimitDirection, UpstreamProtocol};
 use crate::http::h1_pool::PoolSettings;
 use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};
+use crate::http::outcome::{OUTCOME_HEADER, Outcome};
 use crate::http::plain_client::PlainClient;
 use crate::http::server::{self, HeaderLimits};
-use crate::http::{Body, Direction, ProxyError};
+use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::identity::{ServiceName, SpiffeId};
 use crate::listener::Metered;
 use crate::metrics::{Metrics, RequestLabels};
@@ -230,7 +231,7 @@ impl Inbound {
         let mut exchange = self.observer.begin(Direction::Inbound, &mut req);
         exchange.peer(peer.identity.as_str(), peer.addr);
         exchange.routed(self.service.as_str(), None);
-        let grpc = crate::http::grpc::is_grpc(req.headers());
+        let format = ErrorFormat::of(req.headers());
         let result = match self.admit(req, peer) {
             Ok(req) => match self.rate_limit(&req, peer).await {
                 Err(limited) => Err(limited),
@@ -248,6 +249,7 @@ impl Inbound {
         let response = match result {
             Ok(response) => response,
             Err(err) => {
+                let outcome = Outcome::of_error(&err);
                 info!(
                     direction = "inbound",
                     peer = %peer.identity,
@@ -257,11 +259,13 @@ impl Inbound {
                     "request failed"
                 );
                 exchange.failed(err.reason().as_str());
-                if grpc && err.reason() == crate::http::Reason::RateLimited {
-                    err.to_grpc_response(Direction::Inbound)
-                } else {
-                    err.to_response(Direction::Inbound)
+                let mut response = err.to_response(Direction::Inbound, format);
+                // How reaching the app failed, for the calling sidecar's
+                // retries, ejection and breaker.
+                if let Some(account) = outcome.for_peer() {
+                    response.headers_mut().insert(OUTCOME_HEADER, account);
                 }
+                response
             }
         };
         let labels = RequestLabels {
@@ -360,10 +364,13 @@ impl Inbound {
     }
 }
 
-/// Prepares the app's response for the mesh.
+/// Prepares the app's response for the mesh. The calling sidecar believes
+/// the account header from this one, so the app must not be able to write
+/// it.
 fn to_response(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(OUTCOME_HEADER);
     Response::from_parts(parts, body)
 }
 

@@ -9,15 +9,16 @@ use http::Request;
 use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 use tower::ServiceExt;
-use tower::retry::budget::TpsBudget;
 
 use super::balance::{Balance, BalanceSettings};
 use super::discovery::{EndpointSet, MakeEndpoint, Source, parse_dns_target};
 use super::endpoint::{Conn, Endpoint};
+use super::load::Typical;
 use super::mesh::{EndpointSettings, Link, MeshConn};
 use super::outlier::OutlierPolicy;
 use super::policy::ResponseFuture;
 use super::policy::breaker::{Breaker, BreakerPolicy, BreakerState};
+use super::policy::budget::RetryBudget;
 use super::policy::limit::Limits;
 use super::stack::{self, Stack};
 use crate::app::BuildError;
@@ -56,6 +57,7 @@ pub struct Destination {
     endpoints: Arc<EndpointSet>,
     limits: Arc<Limits>,
     breaker: Option<Arc<Breaker>>,
+    typical: Arc<Typical>,
 }
 
 impl Destination {
@@ -90,15 +92,14 @@ impl Destination {
             .as_ref()
             .map(|b| Arc::new(Breaker::new(BreakerPolicy::from_config(b), Instant::now())));
         let budget = &config.retry_budget;
-        let budget = Arc::new(TpsBudget::new(
-            budget.window.0.clamp(
-                std::time::Duration::from_secs(1),
-                std::time::Duration::from_secs(60),
-            ),
+        let budget = Arc::new(RetryBudget::new(
+            *budget.ratio.get(),
             budget.min_per_second,
-            (*budget.ratio.get() as f32).clamp(0.0, 1000.0),
+            budget.window.0,
+            Instant::now(),
         ));
         let metrics = metrics.resilience.for_service(&service);
+        let typical = Arc::new(Typical::default());
         let balance = Balance::new(BalanceSettings {
             service: service.clone(),
             endpoints: endpoints.clone(),
@@ -106,6 +107,7 @@ impl Destination {
             outlier: OutlierPolicy::from_config(&config.outlier_detection),
             limits: limits.clone(),
             metrics: metrics.clone(),
+            typical: typical.clone(),
         });
         let stack = stack::build(stack::Parts {
             service,
@@ -121,6 +123,7 @@ impl Destination {
             endpoints,
             limits,
             breaker,
+            typical,
         })
     }
 
@@ -160,7 +163,7 @@ impl Destination {
                             .map(|until| until.saturating_duration_since(now).as_millis() as u64),
                         probing: health.is_ejected() && health.ejected_until().is_none(),
                         in_flight: e.load.in_flight(),
-                        latency_ms: e.load.latency_ms(now),
+                        latency_ms: e.load.latency(now, &self.typical).map(|ns| ns / 1e6),
                         connections: e.open_connections(),
                     }
                 })
@@ -203,8 +206,8 @@ pub struct EndpointStatus {
     pub probing: bool,
     /// Requests in flight.
     pub in_flight: usize,
-    /// The latency estimate.
-    pub latency_ms: f64,
+    /// The latency estimate (`null` before anything was measured).
+    pub latency_ms: Option<f64>,
     /// Open connections.
     pub connections: usize,
 }

@@ -28,6 +28,7 @@ use crate::config::UpstreamProtocol;
 use crate::http::h1_pool::{Dial, H1Pool, PoolSettings, Tcp};
 use crate::http::h2_client::{self, H2Connection};
 use crate::http::headers::{ORIG_PROTO, ORIG_PROTO_HTTP1};
+use crate::http::outcome::Outcome;
 use crate::http::{Body, Direction, ProxyError, uri};
 use crate::metrics::TlsMetrics;
 use crate::tls::{ALPN_H2, ALPN_HTTP11, Derived};
@@ -126,7 +127,19 @@ impl MeshConn {
     /// Sends a request on the link, connecting if needed. On the HTTP/2
     /// link `app_spoke_http1` is recorded, so the far side can speak
     /// HTTP/1.1 to its app; on the HTTP/1.1 link it goes without saying.
+    /// The peer, having proven its identity, may say how reaching its own
+    /// app failed; that account goes beside the response.
     pub async fn send(
+        &self,
+        req: Request<Body>,
+        app_spoke_http1: bool,
+    ) -> Result<Response<Body>, ProxyError> {
+        let mut response = self.send_on_link(req, app_spoke_http1).await?;
+        Outcome::from_peer(&mut response);
+        Ok(response)
+    }
+
+    async fn send_on_link(
         &self,
         req: Request<Body>,
         app_spoke_http1: bool,

@@ -16,7 +16,6 @@ pub mod discovery;
 pub mod endpoint;
 pub mod load;
 pub mod mesh;
-pub mod outcome;
 pub mod outlier;
 pub mod policy;
 pub mod route;
@@ -42,7 +41,7 @@ use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig};
 use crate::http::headers::{self, ORIG_PROTO};
 use crate::http::server::{self, HeaderLimits};
-use crate::http::{Body, Direction, ProxyError};
+use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::identity::ServiceName;
 use crate::metrics::{Metrics, RequestLabels, RequestMetrics};
 use crate::observe::{Exchange, Observer};
@@ -161,7 +160,7 @@ impl Outbound {
     pub async fn handle(&self, mut req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         let start = Instant::now();
         let mut exchange = self.observer.begin(Direction::Outbound, &mut req);
-        let grpc = crate::http::grpc::is_grpc(req.headers());
+        let format = ErrorFormat::of(req.headers());
         let (policy, result) = self.forward(req, client, &mut exchange).await;
         let (service, route) = match policy {
             Some((destination, policy)) => (destination.name().as_str(), &*policy.label),
@@ -179,11 +178,7 @@ impl Outbound {
                     "request failed"
                 );
                 exchange.failed(err.reason().as_str());
-                if grpc && err.reason() == crate::http::Reason::RateLimited {
-                    err.to_grpc_response(Direction::Outbound)
-                } else {
-                    err.to_response(Direction::Outbound)
-                }
+                err.to_response(Direction::Outbound, format)
             }
         };
         let labels = RequestLabels {

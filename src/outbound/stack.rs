@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use tower::ServiceBuilder;
-use tower::retry::budget::TpsBudget;
 use tower::util::BoxCloneSyncService;
 
 use super::balance::Balance;
 use super::policy::attempt::AttemptTimeoutLayer;
 use super::policy::breaker::{Breaker, BreakerLayer};
+use super::policy::budget::RetryBudget;
 use super::policy::deadline::DeadlineLayer;
 use super::policy::limit::{LimitLayer, Limits};
 use super::policy::retry::RetryLayer;
@@ -31,7 +31,7 @@ pub struct Parts {
     /// Its concurrency limits.
     pub limits: Arc<Limits>,
     /// Its retry budget.
-    pub budget: Arc<TpsBudget>,
+    pub budget: Arc<RetryBudget>,
     /// Where to count, for this destination.
     pub metrics: ResilienceMetrics,
     /// The innermost service.

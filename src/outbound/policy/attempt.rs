@@ -3,7 +3,6 @@
 //! hanging endpoint costs one attempt, not the whole request.
 
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Request, Response};
 use tokio::time::Instant;
@@ -59,22 +58,26 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
-        let ctx = RequestContext::of(&req).cloned();
-        let per_try: Option<Duration> = ctx.as_ref().and_then(|c| c.route.per_try_timeout);
+    fn call(&mut self, mut req: Request<Body>) -> ResponseFuture {
+        let Some(ctx) = req.extensions_mut().get_mut::<RequestContext>() else {
+            return Box::pin(self.inner.clone().call(req));
+        };
+        let Some(per_try) = ctx.route.per_try_timeout else {
+            return Box::pin(self.inner.clone().call(req));
+        };
+        // The balancer reads it to tell a timeout from a client leaving.
+        let until = Instant::now() + per_try;
+        ctx.attempt_deadline = Some(until);
+        let ctx = ctx.clone();
         let call = self.inner.clone().call(req);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let (Some(per_try), Some(ctx)) = (per_try, ctx) else {
+            if ctx.deadline.is_some_and(|d| d <= until) {
+                // The request's deadline comes first; its layer answers.
                 return call.await;
-            };
-            // The deadline layer answers for the time past the deadline.
-            let bound = ctx.deadline.map_or(per_try, |d| {
-                per_try.min(d.saturating_duration_since(Instant::now()))
-            });
-            match tokio::time::timeout(bound, call).await {
+            }
+            match tokio::time::timeout_at(until, call).await {
                 Ok(result) => result,
-                Err(_) if bound < per_try => std::future::pending().await,
                 Err(_) => {
                     metrics.timed_out("attempt");
                     Err(ProxyError::AttemptTimeout {

@@ -19,9 +19,9 @@ use tower::{Layer, Service};
 
 use super::{Fallback, RequestContext, ResponseFuture};
 use crate::config::BreakerConfig;
+use crate::http::outcome::Outcome;
 use crate::http::{Body, ProxyError};
 use crate::metrics::ResilienceMetrics;
-use crate::outbound::outcome::Outcome;
 
 /// Header on fallback responses: `static`, or the destination that answered.
 pub const FALLBACK_HEADER: http::HeaderName = http::HeaderName::from_static("pilotfish-fallback");

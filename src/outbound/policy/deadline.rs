@@ -64,18 +64,22 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> ResponseFuture {
         let mut timeout = grpc::timeout(req.headers());
+        let mut deadline = None;
         if let Some(ctx) = req.extensions_mut().get_mut::<RequestContext>() {
             let route = ctx.route.timeout;
             timeout = Some(timeout.map_or(route, |grpc| grpc.min(route)));
-            ctx.deadline = timeout.map(|t| Instant::now() + t);
+            deadline = timeout.map(|t| Instant::now() + t);
+            ctx.deadline = deadline;
         }
         let call = self.inner.clone().call(req);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let Some(after) = timeout else {
+            let (Some(after), Some(deadline)) = (timeout, deadline) else {
                 return call.await;
             };
-            match tokio::time::timeout(after, call).await {
+            // The very instant in the context, so the balancer can tell
+            // this timeout from the client leaving.
+            match tokio::time::timeout_at(deadline, call).await {
                 Ok(result) => result,
                 Err(_) => {
                     layer.metrics.timed_out("request");

@@ -6,7 +6,7 @@
 //! | deadline | `deadline.rs` | the whole request, retries included, within `timeout` (or a shorter `grpc-timeout`) |
 //! | breaker | `breaker.rs` | fail fast (or answer with the fallback) while the destination fails |
 //! | limit | `limit.rs` | cap requests in flight; fail fast over the cap |
-//! | retry | `retry.rs` | try failed attempts again, within the budget, when it is safe |
+//! | retry | `retry.rs` | try failed attempts again, within the budget (`budget.rs`), when it is safe |
 //! | trace | `trace.rs` | a client span per attempt, its context sent upstream |
 //! | attempt timeout | `attempt.rs` | bound each attempt |
 //!
@@ -17,6 +17,7 @@
 pub mod attempt;
 pub mod backoff;
 pub mod breaker;
+pub mod budget;
 pub mod deadline;
 pub mod limit;
 pub mod retry;
@@ -48,6 +49,8 @@ pub struct RequestContext {
     pub app_spoke_http1: bool,
     /// When the whole request must be answered (set by the deadline layer).
     pub deadline: Option<Instant>,
+    /// When this attempt must be answered (set by the per-try timeout).
+    pub attempt_deadline: Option<Instant>,
     /// The endpoints tried so far, in order (the balancer adds to it).
     pub tried: Arc<Mutex<Vec<SocketAddr>>>,
     /// True for a request sent to a fallback destination, which never
@@ -65,6 +68,7 @@ impl RequestContext {
             route,
             app_spoke_http1,
             deadline: None,
+            attempt_deadline: None,
             tried: Arc::default(),
             is_fallback: false,
             trace: None,
@@ -78,6 +82,15 @@ impl RequestContext {
             .unwrap_or_else(PoisonError::into_inner)
             .last()
             .copied()
+    }
+
+    /// When the current attempt is given up: the sooner of its per-try
+    /// timeout and the request's deadline.
+    pub fn attempt_deadline(&self) -> Option<Instant> {
+        match (self.attempt_deadline, self.deadline) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        }
     }
 
     /// The context of a request's.

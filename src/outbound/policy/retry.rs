@@ -5,10 +5,10 @@
 //! a refused stream, the far sidecar could not reach its app), or it is
 //! idempotent (RFC 9110: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it
 //! carries an `Idempotency-Key`, or the route opts in, or it is a gRPC
-//! call failing with a gRPC status the route lists (gRPC's own rule). The budget (tower's
-//! `TpsBudget`, Finagle's design) lets retries add at most a share of the
-//! requests, plus a few per second, so a failing destination never gets a
-//! retry storm. Backoff is exponential with full jitter, and at least the
+//! call failing with a gRPC status the route lists (gRPC's own rule). The
+//! budget (`budget.rs`) lets retries add at most a share of the requests of
+//! the last second, or a few a second when that is more, so a failing
+//! destination never gets a retry storm. Backoff is exponential with full jitter, and at least the
 //! `Retry-After` of a 429 or 503; a retry never starts when its wait would
 //! end after the deadline. The body is kept
 //! for replay up to `max_body`; larger bodies are not retried.
@@ -21,15 +21,15 @@ use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service};
 
+use super::budget::RetryBudget;
 use super::{RequestContext, ResponseFuture, RetryPolicy, backoff};
 use crate::config::RetryOn;
+use crate::http::outcome::{Failure, Outcome};
 use crate::http::replay::ReplayBody;
 use crate::http::{Body, BoxError, ProxyError, grpc};
 use crate::metrics::ResilienceMetrics;
-use crate::outbound::outcome::Outcome;
 
 /// Header on retried requests: which attempt this is (2, 3, ...).
 pub const ATTEMPT_HEADER: http::HeaderName = http::HeaderName::from_static("pilotfish-attempt");
@@ -49,21 +49,25 @@ pub fn condition(on: &[RetryOn], outcome: Outcome) -> Option<RetryOn> {
     on.iter().copied().find(|c| matches(*c, outcome))
 }
 
+/// Conditions name failures (here, or the far sidecar's own on the mesh
+/// link) and statuses (of any response, the far sidecar's error responses
+/// included), as Envoy's `retry_on` does.
 fn matches(on: RetryOn, outcome: Outcome) -> bool {
-    use Outcome::{ConnectFailure, RefusedStream, Reset, Response, Timeout};
-    match (on, outcome) {
-        (RetryOn::ConnectFailure, ConnectFailure) => true,
-        (RetryOn::ConnectFailure, Response { unreached, .. }) => unreached,
-        (RetryOn::RefusedStream, RefusedStream) => true,
-        (RetryOn::Reset, Reset) => true,
-        (RetryOn::PerTryTimeout, Timeout) => true,
-        (RetryOn::FiveXx, ConnectFailure | RefusedStream | Reset | Timeout) => true,
-        (RetryOn::FiveXx, Response { status, .. }) => status >= 500,
-        (RetryOn::GatewayError, ConnectFailure | RefusedStream | Timeout) => true,
-        (RetryOn::GatewayError, Response { status, .. }) => matches!(status, 502..=504),
-        (RetryOn::Status(code), Response { status, .. }) => code == status,
-        (RetryOn::Grpc(code), Response { grpc, .. }) => grpc == Some(code.code()),
-        _ => false,
+    let failure = outcome.failure();
+    let status = outcome.status();
+    match on {
+        RetryOn::ConnectFailure => failure == Some(Failure::ConnectFailure),
+        RetryOn::RefusedStream => failure == Some(Failure::RefusedStream),
+        RetryOn::Reset => failure == Some(Failure::Reset),
+        RetryOn::PerTryTimeout => failure == Some(Failure::Timeout),
+        RetryOn::FiveXx => failure.is_some() || status.is_some_and(|s| s >= 500),
+        RetryOn::GatewayError => {
+            failure.is_some() || status.is_some_and(|s| (502..=504).contains(&s))
+        }
+        RetryOn::Status(code) => status == Some(code),
+        RetryOn::Grpc(code) => {
+            matches!(outcome, Outcome::Response { grpc: Some(g), .. } if g == code.code())
+        }
     }
 }
 
@@ -75,13 +79,13 @@ pub fn is_safe(req_idempotent: bool, policy: &RetryPolicy, outcome: Outcome) -> 
 /// Retries failed attempts of one destination.
 #[derive(Clone)]
 pub struct RetryLayer {
-    budget: Arc<TpsBudget>,
+    budget: Arc<RetryBudget>,
     metrics: ResilienceMetrics,
 }
 
 impl RetryLayer {
     /// Retries within `budget`, counted in the destination's `metrics`.
-    pub fn new(budget: Arc<TpsBudget>, metrics: ResilienceMetrics) -> Self {
+    pub fn new(budget: Arc<RetryBudget>, metrics: ResilienceMetrics) -> Self {
         Self { budget, metrics }
     }
 }
@@ -120,7 +124,7 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> ResponseFuture {
-        self.layer.budget.deposit();
+        self.layer.budget.deposit(Instant::now());
         let Some(ctx) = RequestContext::of(&req).cloned() else {
             return Box::pin(self.inner.clone().call(req));
         };
@@ -187,7 +191,7 @@ where
         if ctx.deadline.is_some_and(|d| Instant::now() + wait >= d) {
             return result; // the wait would outlast the request
         }
-        if !layer.budget.withdraw() {
+        if !layer.budget.withdraw(Instant::now()) {
             layer.metrics.budget_exhausted();
             return result;
         }
@@ -215,12 +219,7 @@ async fn attempt_outcome(
     let Ok(response) = result else {
         return (result, outcome);
     };
-    let Outcome::Response {
-        status,
-        grpc: None,
-        unreached,
-    } = outcome
-    else {
+    let Outcome::Response { status, grpc: None } = outcome else {
         return (Ok(response), outcome);
     };
     if !wants_trailers || !grpc::is_grpc(response.headers()) {
@@ -243,7 +242,6 @@ async fn attempt_outcome(
     let outcome = Outcome::Response {
         status,
         grpc: trailer_status,
-        unreached,
     };
     (Ok(Response::from_parts(parts, body)), outcome)
 }
@@ -274,43 +272,62 @@ mod tests {
     use super::*;
     use crate::config::GrpcCode;
 
-    fn response(status: u16, grpc: Option<u32>, unreached: bool) -> Outcome {
-        Outcome::Response {
-            status,
-            grpc,
-            unreached,
-        }
+    fn response(status: u16, grpc: Option<u32>) -> Outcome {
+        Outcome::Response { status, grpc }
     }
 
     #[test]
     fn conditions() {
-        use Outcome::*;
+        use Outcome::{Cancelled, Failed, Local};
+        let (connect, refused, reset, timeout) = (
+            Failed(Failure::ConnectFailure),
+            Failed(Failure::RefusedStream),
+            Failed(Failure::Reset),
+            Failed(Failure::Timeout),
+        );
+        let peer = |failure, status| Outcome::PeerFailed { failure, status };
         let cases: &[(RetryOn, Outcome, bool)] = &[
-            (RetryOn::ConnectFailure, ConnectFailure, true),
-            (RetryOn::ConnectFailure, response(503, None, true), true),
-            (RetryOn::ConnectFailure, response(503, None, false), false),
-            (RetryOn::ConnectFailure, Reset, false),
-            (RetryOn::RefusedStream, RefusedStream, true),
-            (RetryOn::Reset, Reset, true),
-            (RetryOn::PerTryTimeout, Timeout, true),
-            (RetryOn::FiveXx, response(500, None, false), true),
-            (RetryOn::FiveXx, response(404, None, false), false),
-            (RetryOn::FiveXx, Timeout, true),
-            (RetryOn::GatewayError, response(503, None, false), true),
-            (RetryOn::GatewayError, response(500, None, false), false),
-            (RetryOn::Status(429), response(429, None, false), true),
-            (RetryOn::Status(429), response(503, None, false), false),
+            (RetryOn::ConnectFailure, connect, true),
+            (RetryOn::ConnectFailure, response(503, None), false),
+            (RetryOn::ConnectFailure, reset, false),
+            (RetryOn::RefusedStream, refused, true),
+            (RetryOn::Reset, reset, true),
+            (RetryOn::PerTryTimeout, timeout, true),
+            (RetryOn::FiveXx, response(500, None), true),
+            (RetryOn::FiveXx, response(404, None), false),
+            (RetryOn::FiveXx, timeout, true),
+            (RetryOn::GatewayError, response(503, None), true),
+            (RetryOn::GatewayError, response(500, None), false),
+            (RetryOn::Status(429), response(429, None), true),
+            (RetryOn::Status(429), response(503, None), false),
             (
                 RetryOn::Grpc(GrpcCode::Unavailable),
-                response(200, Some(14), false),
+                response(200, Some(14)),
                 true,
             ),
             (
                 RetryOn::Grpc(GrpcCode::Unavailable),
-                response(200, Some(0), false),
+                response(200, Some(0)),
                 false,
             ),
             (RetryOn::FiveXx, Local, false),
+            (RetryOn::FiveXx, Cancelled, false),
+            (RetryOn::Reset, timeout, false),
+            (RetryOn::GatewayError, reset, true),
+            // The far sidecar's account of its app.
+            (RetryOn::Reset, peer(Failure::Reset, 502), true),
+            (
+                RetryOn::ConnectFailure,
+                peer(Failure::ConnectFailure, 503),
+                true,
+            ),
+            (
+                RetryOn::Status(503),
+                peer(Failure::ConnectFailure, 503),
+                true,
+            ),
+            (RetryOn::Reset, peer(Failure::ConnectFailure, 503), false),
+            (RetryOn::PerTryTimeout, peer(Failure::Timeout, 504), true),
         ];
         for (on, outcome, want) in cases {
             assert_eq!(matches(*on, *outcome), *want, "{on} on {outcome:?}");
@@ -327,21 +344,34 @@ mod tests {
             non_idempotent: false,
             max_body: 1024,
         };
-        let reached = response(503, None, false);
+        let reached = response(503, None);
         assert!(is_safe(true, &policy, reached), "idempotent");
         assert!(
             !is_safe(false, &policy, reached),
             "POST that reached the app"
         );
         assert!(
-            is_safe(false, &policy, Outcome::ConnectFailure),
+            is_safe(false, &policy, Outcome::Failed(Failure::ConnectFailure)),
             "never reached"
         );
-        assert!(is_safe(false, &policy, Outcome::RefusedStream));
+        assert!(is_safe(
+            false,
+            &policy,
+            Outcome::Failed(Failure::RefusedStream)
+        ));
+        let far_app_down = Outcome::PeerFailed {
+            failure: Failure::ConnectFailure,
+            status: 503,
+        };
         assert!(
-            is_safe(false, &policy, response(503, None, true)),
-            "far app unreachable"
+            is_safe(false, &policy, far_app_down),
+            "far app unreachable, as the far sidecar reported"
         );
+        let far_app_reset = Outcome::PeerFailed {
+            failure: Failure::Reset,
+            status: 502,
+        };
+        assert!(!is_safe(false, &policy, far_app_reset), "it may have acted");
         let opted_in = RetryPolicy {
             non_idempotent: true,
             ..policy
