@@ -46,12 +46,6 @@ async fn mesh() -> Mesh {
     }
 }
 
-fn assert_denied(response: &Collected, reason: &str) {
-    assert_eq!(response.status, 403, "{}", response.text());
-    assert_eq!(response.header("pilotfish-error"), Some("forbidden"));
-    assert_eq!(response.header("pilotfish-authz"), Some(reason));
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn callers_are_admitted_by_identity_path_and_method() {
     let mesh = mesh().await;

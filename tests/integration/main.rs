@@ -11,6 +11,7 @@ mod config_check;
 mod demo;
 mod discovery;
 mod errors;
+mod examples;
 mod grpc;
 mod keepalive;
 mod link;

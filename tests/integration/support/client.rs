@@ -110,6 +110,15 @@ impl Collected {
     }
 }
 
+/// Asserts that the authorization policy refused: 403 with
+/// `pilotfish-error: forbidden` and `pilotfish-authz: REASON`.
+#[track_caller]
+pub fn assert_denied(response: &Collected, reason: &str) {
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(response.header("pilotfish-error"), Some("forbidden"));
+    assert_eq!(response.header("pilotfish-authz"), Some(reason));
+}
+
 /// Reads a response to the end.
 pub async fn collect(response: Response<Incoming>) -> Collected {
     let (parts, body) = response.into_parts();
