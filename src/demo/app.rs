@@ -9,9 +9,11 @@
 //!
 //! Endpoints (every service): `GET /health`, `GET|POST /echo`,
 //! `GET /bytes?n=N`, `POST /upload`, `GET /sse?n=5&interval=100ms`,
-//! `/status/{code}`, `GET|POST /knobs`. Per service: `GET /users/{id}`;
+//! `/status/{code}`, `GET|POST /knobs`, `GET /stats` (requests served, to
+//! see how the mesh spreads them). Per service: `GET /users/{id}`;
 //! `GET|POST /notifications`; `GET /orders/{id}`. Failure knobs (see
-//! [`knobs`]) apply to every request except `/health` and `/knobs`.
+//! [`knobs`]) apply to every request except `/health`, `/knobs` and
+//! `/stats`.
 
 pub mod downstream;
 pub mod generic;
@@ -19,9 +21,8 @@ pub mod knobs;
 pub mod reply;
 pub mod services;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -59,6 +60,9 @@ struct State {
     sidecar: Option<SocketAddr>,
     knobs: Mutex<Knobs>,
     notifications_sent: AtomicU64,
+    /// Requests that reached the knobs (all but `/health`, `/knobs`,
+    /// `/stats`).
+    requests: AtomicU64,
 }
 
 /// Runs a demo service until it is killed.
@@ -69,6 +73,7 @@ pub fn run(args: AppArgs) -> anyhow::Result<()> {
         sidecar: args.sidecar,
         knobs: Mutex::new(knobs),
         notifications_sent: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
     });
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,7 +103,7 @@ async fn serve(addr: SocketAddr, state: Arc<State>) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move { handle(&state, req).await }
             });
             if let Err(e) = http.serve_connection(TokioIo::new(tcp), service).await {
                 eprintln!("connection ended with an error: {e}");
@@ -107,26 +112,39 @@ async fn serve(addr: SocketAddr, state: Arc<State>) -> anyhow::Result<()> {
     }
 }
 
-/// Answers one request: `/health` and `/knobs` first, then the knobs, then
-/// the endpoint.
-async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request: `/health`, `/knobs` and `/stats` first, then the
+/// knobs, then the endpoint. An error drops the connection (the reset
+/// knob).
+async fn handle(state: &State, req: Request<Incoming>) -> Result<Response<Body>, knobs::Reset> {
     let path = req.uri().path();
     if path == "/health" && (req.method() == Method::GET || req.method() == Method::HEAD) {
-        return reply::text(StatusCode::OK, "ok");
+        return Ok(reply::text(StatusCode::OK, "ok"));
     }
     if path == "/knobs" {
-        return knobs::endpoint(&state.knobs, req.method(), req.uri().query());
+        return Ok(knobs::endpoint(
+            &state.knobs,
+            req.method(),
+            req.uri().query(),
+        ));
     }
+    if path == "/stats" && req.method() == Method::GET {
+        let requests = state.requests.load(Ordering::Relaxed);
+        return Ok(reply::json(
+            StatusCode::OK,
+            &serde_json::json!({ "requests": requests }),
+        ));
+    }
+    state.requests.fetch_add(1, Ordering::Relaxed);
     let service_wide = *state.knobs.lock().unwrap_or_else(PoisonError::into_inner);
     match service_wide.with_query(req.uri().query()) {
         Ok(knobs) => {
-            if let Some(response) = knobs::apply(knobs).await {
-                return response;
+            if let Some(response) = knobs::apply(knobs).await? {
+                return Ok(response);
             }
         }
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Ok(reply::error(StatusCode::BAD_REQUEST, e)),
     }
-    route(state, req).await
+    Ok(route(state, req).await)
 }
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {

@@ -10,6 +10,7 @@ use super::load::Load;
 use super::mesh::MeshConn;
 use super::outlier::Health;
 use crate::config::UpstreamProtocol;
+use crate::http::outcome::OUTCOME_HEADER;
 use crate::http::plain_client::PlainClient;
 use crate::http::{Body, ProxyError};
 
@@ -85,7 +86,11 @@ impl Endpoint {
             Conn::Mesh(mesh) => mesh.send(req, app_spoke_http1).await,
             Conn::Plain { client, protocol } => {
                 let version = protocol.version(app_spoke_http1, req.version());
-                client.send(req, version).await
+                let mut response = client.send(req, version).await?;
+                // Only a peer sidecar speaks for its app; from anyone else
+                // the account is a forgery, and goes no further.
+                response.headers_mut().remove(OUTCOME_HEADER);
+                Ok(response)
             }
         }
     }

@@ -1,10 +1,12 @@
 //! Failure knobs, so the mesh's resilience features have something to
-//! handle: a share of requests answered with 503, a delay before every
+//! handle: a share of requests answered with 503, a share whose connection
+//! is dropped without an answer (a crash mid-request), a delay before every
 //! answer, or no answer at all.
 //!
-//! Set service-wide from the environment (`DEMO_FAIL_RATE`, `DEMO_DELAY`,
-//! `DEMO_HANG`) or at run time with `POST /knobs?fail=..&delay=..&hang=..`;
-//! overridden for one request by the same query parameters on it.
+//! Set service-wide from the environment (`DEMO_FAIL_RATE`,
+//! `DEMO_RESET_RATE`, `DEMO_DELAY`, `DEMO_HANG`) or at run time with
+//! `POST /knobs?fail=..&reset=..&delay=..&hang=..`; overridden for one
+//! request by the same query parameters on it.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,6 +21,9 @@ use super::reply::{self, Body, query_param};
 pub struct Knobs {
     /// Share of requests (0.0 to 1.0) answered 503 "injected failure".
     pub fail: f64,
+    /// Share of requests (0.0 to 1.0) whose connection is dropped, no
+    /// answer sent.
+    pub reset: f64,
     /// Added before answering.
     pub delay: Duration,
     /// Accept requests but never answer.
@@ -34,11 +39,13 @@ pub struct KnobError {
     why: String,
 }
 
-/// What to do with one request, decided from the knobs and a dice roll.
+/// What to do with one request, decided from the knobs and dice rolls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
     /// Never answer.
     Hang,
+    /// Drop the connection without an answer.
+    Reset,
     /// Wait this long, then answer 503 (`true`) or serve the request.
     Answer {
         /// Added delay.
@@ -56,6 +63,9 @@ impl Knobs {
         if let Some(v) = var("DEMO_FAIL_RATE") {
             knobs.fail = parse_fail("DEMO_FAIL_RATE", &v)?;
         }
+        if let Some(v) = var("DEMO_RESET_RATE") {
+            knobs.reset = parse_fail("DEMO_RESET_RATE", &v)?;
+        }
         if let Some(v) = var("DEMO_DELAY") {
             knobs.delay = parse_delay("DEMO_DELAY", &v)?;
         }
@@ -70,6 +80,9 @@ impl Knobs {
         if let Some(v) = query_param(query, "fail") {
             self.fail = parse_fail("fail", v)?;
         }
+        if let Some(v) = query_param(query, "reset") {
+            self.reset = parse_fail("reset", v)?;
+        }
         if let Some(v) = query_param(query, "delay") {
             self.delay = parse_delay("delay", v)?;
         }
@@ -79,14 +92,18 @@ impl Knobs {
         Ok(self)
     }
 
-    /// Decides the fate of one request; `roll` is uniform in `[0, 1)`.
-    pub fn decide(&self, roll: f64) -> Verdict {
+    /// Decides the fate of one request; the rolls (for a reset, then for
+    /// a failure) are uniform in `[0, 1)`.
+    pub fn decide(&self, reset_roll: f64, fail_roll: f64) -> Verdict {
         if self.hang {
             return Verdict::Hang;
         }
+        if reset_roll < self.reset {
+            return Verdict::Reset;
+        }
         Verdict::Answer {
             delay: self.delay,
-            fail: roll < self.fail,
+            fail: fail_roll < self.fail,
         }
     }
 
@@ -94,22 +111,30 @@ impl Knobs {
     pub fn to_json(&self) -> Value {
         json!({
             "fail": self.fail,
+            "reset": self.reset,
             "delay": humantime::format_duration(self.delay).to_string(),
             "hang": self.hang,
         })
     }
 }
 
-/// Carries out the knobs for one request: `Some(response)` to answer with
-/// instead of serving it; never returns when the service hangs.
-pub async fn apply(knobs: Knobs) -> Option<http::Response<Body>> {
-    match knobs.decide(fastrand::f64()) {
+/// The reset knob fired: the connection goes without an answer.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("connection dropped by the reset knob")]
+pub struct Reset;
+
+/// Carries out the knobs for one request: `Ok(Some(response))` to answer
+/// with instead of serving it, `Err(Reset)` to drop the connection; never
+/// returns when the service hangs.
+pub async fn apply(knobs: Knobs) -> Result<Option<http::Response<Body>>, Reset> {
+    match knobs.decide(fastrand::f64(), fastrand::f64()) {
         Verdict::Hang => std::future::pending().await,
+        Verdict::Reset => Err(Reset),
         Verdict::Answer { delay, fail } => {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            fail.then(|| reply::text(StatusCode::SERVICE_UNAVAILABLE, "injected failure"))
+            Ok(fail.then(|| reply::text(StatusCode::SERVICE_UNAVAILABLE, "injected failure")))
         }
     }
 }
@@ -136,7 +161,7 @@ pub fn endpoint(
         },
         _ => reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET /knobs to read the knobs, POST /knobs?fail=0.5&delay=100ms&hang=0 to set them",
+            "use GET /knobs to read the knobs, POST /knobs?fail=0.5&reset=0&delay=100ms&hang=0 to set them",
         ),
     }
 }
@@ -183,7 +208,7 @@ mod tests {
         let base = Knobs {
             fail: 0.1,
             delay: Duration::from_millis(5),
-            hang: false,
+            ..Knobs::default()
         };
         let knobs = base.with_query(Some("delay=200ms&n=3")).ok();
         assert_eq!(
@@ -231,14 +256,20 @@ mod tests {
             delay: Duration::ZERO,
             fail,
         };
-        assert_eq!(fail_half.decide(0.49), answer(true));
-        assert_eq!(fail_half.decide(0.5), answer(false));
-        assert_eq!(Knobs::default().decide(0.0), answer(false));
+        assert_eq!(fail_half.decide(0.0, 0.49), answer(true));
+        assert_eq!(fail_half.decide(0.0, 0.5), answer(false));
+        assert_eq!(Knobs::default().decide(0.0, 0.0), answer(false));
+        let reset_all = Knobs {
+            reset: 1.0,
+            fail: 1.0,
+            ..Knobs::default()
+        };
+        assert_eq!(reset_all.decide(0.99, 0.0), Verdict::Reset);
         let hang = Knobs {
             hang: true,
             fail: 1.0,
             ..Knobs::default()
         };
-        assert_eq!(hang.decide(0.0), Verdict::Hang);
+        assert_eq!(hang.decide(0.0, 0.0), Verdict::Hang);
     }
 }

@@ -9,6 +9,7 @@ pub mod files;
 pub mod inspect;
 pub mod load;
 pub mod mesh;
+pub mod origins;
 pub mod otlp;
 pub mod pair;
 pub mod prometheus;

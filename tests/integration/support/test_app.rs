@@ -8,7 +8,8 @@
 //! - `/sse?n=N&interval_ms=M`: N events, one every M ms
 //! - `/slow?ms=M`: answers after M ms
 //! - `/reset`: drops the connection without answering
-//! - `/status/CODE`: that status
+//! - `/status/CODE?set=NAME:VALUE&...`: that status, with those headers
+//!   (what an app could write, to forge what only a proxy should)
 //! - `/grpc/flaky`: a gRPC answer that fails (UNAVAILABLE) every other call
 
 use std::net::SocketAddr;
@@ -252,6 +253,12 @@ async fn route(
             let code: u16 = p["/status/".len()..].parse()?;
             let mut response = Response::new(full(format!("status {code}\n")));
             *response.status_mut() = StatusCode::from_u16(code)?;
+            let pairs = req.uri().query().unwrap_or("").split('&');
+            for set in pairs.filter_map(|kv| kv.strip_prefix("set=")) {
+                let (name, value) = set.split_once(':').ok_or("set=NAME:VALUE")?;
+                let name = http::HeaderName::from_bytes(name.as_bytes())?;
+                response.headers_mut().append(name, value.parse()?);
+            }
             response
         }
         _ => {
