@@ -583,6 +583,23 @@ mod tests {
         assert_eq!(body["authz"], "path-not-allowed");
         assert_eq!(body["proxy"], "pilotfish inbound");
         assert!(body["message"].as_str().unwrap().contains("/admin"));
+
+        let limited = ProxyError::RateLimited {
+            limit: "per-caller".into(),
+            wait: Duration::from_millis(1500),
+            policy: HeaderValue::from_static("\"per-caller\";q=10;w=1"),
+            quoted: "\"per-caller\"".into(),
+        };
+        let response = limited.to_response(Direction::Outbound, ErrorFormat::Json);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "2");
+        let Body::Full(Some(bytes)) = response.body() else {
+            panic!("a whole body");
+        };
+        let body: serde_json::Value = serde_json::from_slice(bytes).expect("JSON");
+        assert_eq!(
+            (body["error"].as_str(), body["retry_after"].as_u64()),
+            (Some("rate-limited"), Some(2))
+        );
     }
 
     #[test]

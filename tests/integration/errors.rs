@@ -1,5 +1,7 @@
 //! Every error the proxy produces itself is caused here for real, and comes
-//! back as a 4xx/5xx with a plain body and the `pilotfish-error` header.
+//! back as a 4xx/5xx with the `pilotfish-error` header and a short body:
+//! plain text, or JSON with the same fields for a client that asks for
+//! JSON (`Accept`) or sent JSON.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -70,6 +72,57 @@ async fn an_app_that_is_down_gets_connect_refused_from_the_inbound_side() {
         "{}",
         response.text()
     );
+}
+
+/// Sends `req` with `Accept: application/json` and reads the JSON error.
+async fn json_error(addr: SocketAddr, mut req: http::Request<TestBody>) -> serde_json::Value {
+    req.headers_mut()
+        .insert("accept", "application/json".parse().unwrap());
+    let response = collect(send_h1(addr, req).await).await;
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body = response.json();
+    assert_eq!(
+        body["error"].as_str(),
+        response.header("pilotfish-error"),
+        "the body says what the header says: {body}"
+    );
+    assert_eq!(body["status"], response.status.as_u16());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_asks_for_json_gets_its_errors_as_json() {
+    let certs = Certs::new();
+    // Made by this sidecar.
+    let orders = orders_to(&certs, closed_port(), "");
+    let error = json_error(orders.outbound(), get("nowhere", "/")).await;
+    assert_eq!(error["error"], "no-route");
+    assert_eq!(error["proxy"], "pilotfish outbound");
+    assert!(error["message"].as_str().unwrap().contains("nowhere"));
+
+    // Made by the far sidecar: its app is down, or the caller may not.
+    let users = Sidecar::start(
+        &SidecarConfig::new("users", &certs)
+            .inbound(closed_port())
+            .inbound_extra("  authorization:\n    rules:\n      - from: [{ service: orders }]\n        paths: [\"/users/*\"]\n"),
+    );
+    let orders = orders_to(&certs, users.inbound(), "");
+    let error = json_error(orders.outbound(), get("users", "/users/1")).await;
+    assert_eq!(error["error"], "connect-refused");
+    assert_eq!(error["proxy"], "pilotfish inbound");
+    let error = json_error(orders.outbound(), get("users", "/admin")).await;
+    assert_eq!(error["error"], "forbidden");
+    assert_eq!(error["authz"], "path-not-allowed");
+
+    // A request that is JSON itself gets JSON back, without asking.
+    let req = http::Request::post("/")
+        .header("host", "nowhere")
+        .header("content-type", "application/json")
+        .body(crate::support::body("{}"))
+        .expect("request");
+    let response = collect(send_h1(orders.outbound(), req).await).await;
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.json()["error"], "no-route");
 }
 
 #[tokio::test(flavor = "multi_thread")]

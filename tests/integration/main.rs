@@ -17,6 +17,7 @@ mod grpc;
 mod keepalive;
 mod link;
 mod mtls;
+mod outage;
 mod outliers;
 mod peer_failures;
 mod prometheus;
