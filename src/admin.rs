@@ -2,18 +2,26 @@
 //! `/destinations`, and `/log-level` (`POST /log-level?level=debug`
 //! changes the diagnostic log filter until the next restart or a config
 //! reload that changes `log.level`).
-//! Plain HTTP/1.1, meant for loopback or the pod network only.
+//!
+//! Plain HTTP/1.1, meant for loopback or the pod network only. In a pod
+//! it listens on the pod address so the kubelet's probes and Prometheus
+//! reach it; what they read is safe to show (`/config` hides secrets).
+//! What changes the sidecar (every method but GET and HEAD) is answered
+//! only for loopback callers: the containers of the pod, or an operator
+//! through `kubectl port-forward`, which arrives on loopback.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tracing::debug;
@@ -101,10 +109,11 @@ impl AdminState {
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
-    /// The config in force as YAML, with its load time.
+    /// The config in force as YAML, with its load time; secrets (a
+    /// password in a URL, a header value that is someone's key) hidden.
     fn config_yaml(&self) -> String {
         let state = self.live.load();
-        let yaml = serde_saphyr::to_string(state.config.as_ref())
+        let yaml = serde_saphyr::to_string(&state.config.redacted())
             .unwrap_or_else(|e| format!("# the config could not be shown: {e}\n"));
         format!(
             "# effective config, loaded at {}\n{yaml}",
@@ -127,19 +136,24 @@ impl AdminState {
     }
 }
 
+/// How long an admin client has to send its request's headers, and how
+/// long its connection may then sit idle: probes and scrapes send at once.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
-    crate::listener::accept_loop(&listener, "admin", |tcp, _| {
+    crate::listener::accept_loop(&listener, "admin", |tcp, peer| {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &state)) }
+                async move { Ok::<_, Infallible>(respond(&req, peer, &state)) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
-            {
+            let mut http = http1::Builder::new();
+            // Without a timer hyper enforces no header timeout at all.
+            http.timer(TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+            if let Err(e) = http.serve_connection(TokioIo::new(tcp), service).await {
                 debug!(error = %e, "admin connection failed");
             }
         });
@@ -147,11 +161,19 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     .await;
 }
 
-fn respond(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
+fn respond(req: &Request<Incoming>, peer: SocketAddr, state: &AdminState) -> Response<Body> {
+    let reads = req.method() == Method::GET || req.method() == Method::HEAD;
+    if !reads && !peer.ip().is_loopback() {
+        return text(
+            StatusCode::FORBIDDEN,
+            "changes through the admin port are for loopback callers only: \
+             a container of the pod, or kubectl port-forward\n",
+        );
+    }
     if req.uri().path() == "/log-level" {
         return state.log_level(req);
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    if !reads {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
     }
     match req.uri().path() {

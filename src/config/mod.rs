@@ -9,6 +9,7 @@ mod inbound;
 mod load;
 mod outbound;
 mod rate_limit;
+mod redact;
 mod resilience;
 mod telemetry;
 mod tls;

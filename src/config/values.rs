@@ -24,7 +24,12 @@ impl HumanDuration {
         Self(std::time::Duration::from_millis(ms))
     }
 
-    /// Parses `250ms`, `2s`, `1m`, `1h30m`.
+    /// The longest duration accepted: a hundred years. Longer is surely a
+    /// mistake, and every deadline and certificate date computed from a
+    /// duration stays far from overflowing.
+    pub const MAX: Self = Self::from_secs(100 * 365 * 24 * 60 * 60);
+
+    /// Parses `250ms`, `2s`, `1m`, `1h30m` (at most [`Self::MAX`]).
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -35,9 +40,13 @@ impl HumanDuration {
                 "duration {trimmed:?} has no unit; write it like {trimmed}ms or {trimmed}s"
             ));
         }
-        humantime::parse_duration(trimmed)
+        let duration = humantime::parse_duration(trimmed)
             .map(Self)
-            .map_err(|e| format!("bad duration {trimmed:?}: {e}; write it like 250ms, 2s or 1m"))
+            .map_err(|e| format!("bad duration {trimmed:?}: {e}; write it like 250ms, 2s or 1m"))?;
+        if duration > Self::MAX {
+            return Err(format!("duration {trimmed:?} is longer than 100 years"));
+        }
+        Ok(duration)
     }
 }
 
@@ -248,6 +257,8 @@ mod tests {
             ("2s", Some(Duration::from_secs(2))),
             ("1m", Some(Duration::from_secs(60))),
             ("1h30m", Some(Duration::from_secs(5400))),
+            ("101y", None),
+            ("99999999999999999s", None),
             ("5", None),
             ("", None),
             ("2q", None),

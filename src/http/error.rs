@@ -196,6 +196,9 @@ pub enum ProxyError {
     /// See [`Reason::BadRequest`].
     #[error("the request names no destination: send an absolute URI or a Host header")]
     NoAuthority,
+    /// See [`Reason::BadRequest`]: the path has no valid normal form.
+    #[error("the request's path cannot be put in normal form")]
+    InvalidPath,
     /// See [`Reason::Unsupported`].
     #[error("{0} is not supported")]
     Unsupported(&'static str),
@@ -329,7 +332,7 @@ impl ProxyError {
     /// The reason reported in the header.
     pub fn reason(&self) -> Reason {
         match self {
-            Self::NoAuthority => Reason::BadRequest,
+            Self::NoAuthority | Self::InvalidPath => Reason::BadRequest,
             Self::Unsupported(_) => Reason::Unsupported,
             Self::NoRoute { .. } => Reason::NoRoute,
             Self::TooManyHeaders { .. } => Reason::HeadersTooLarge,

@@ -85,6 +85,27 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || *name == PROXY_CONNECTION
 }
 
+/// Whether a field is one of Pilotfish's own (`pilotfish-*`).
+fn is_own(name: &HeaderName) -> bool {
+    name.as_str().starts_with("pilotfish-")
+}
+
+/// Removes every `pilotfish-*` field. Pilotfish's own fields speak for a
+/// proxy (why it failed, who called, how the far app was reached); what
+/// comes from outside (an app's request or response, a plaintext
+/// upstream's response) may not, so they go before anything reads them.
+/// Only the mesh link, from a peer that proved its identity, carries them.
+pub fn strip_own(headers: &mut HeaderMap) {
+    // One pass over the names; most messages carry none.
+    if !headers.keys().any(is_own) {
+        return;
+    }
+    let own: Vec<HeaderName> = headers.keys().filter(|n| is_own(n)).cloned().collect();
+    for name in own {
+        headers.remove(name);
+    }
+}
+
 /// A peer's entries for `X-Forwarded-For` and `Forwarded` (RFC 7239),
 /// made once per connection rather than formatted for every request.
 #[derive(Debug, Clone)]
@@ -144,6 +165,30 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_fields_from_outside_are_removed_and_nothing_else() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("pilotfish-error", "connect-refused"),
+            ("pilotfish-outcome", "connect-failure"),
+            (
+                "Pilotfish-Client-Id",
+                "spiffe://cluster.local/ns/default/sa/admin",
+            ),
+            ("pilotfish-attempt", "2"),
+            ("x-pilotfish-note", "kept"),
+            ("content-type", "text/plain"),
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_own(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-pilotfish-note", "content-type"]);
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

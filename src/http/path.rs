@@ -6,6 +6,31 @@
 
 use std::borrow::Cow;
 
+use http::Request;
+use http::uri::{PathAndQuery, Uri};
+
+use super::ProxyError;
+
+/// Puts a request's path in normal form (the query as it was), so the
+/// routes, policies and limits that judge it, and the app that acts on it,
+/// see one path. Both directions do this before deciding anything.
+pub fn normalize_request<B>(req: Request<B>) -> Result<Request<B>, ProxyError> {
+    let normal = match normalize(req.uri().path()) {
+        Cow::Borrowed(_) => return Ok(req),
+        Cow::Owned(normal) => normal,
+    };
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let invalid = |_| ProxyError::InvalidPath;
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(invalid)?);
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::InvalidPath)?;
+    Ok(Request::from_parts(parts, body))
+}
+
 /// The normalized form of an absolute path (without the query);
 /// borrowed when the path is already normal.
 pub fn normalize(path: &str) -> Cow<'_, str> {

@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -305,7 +304,7 @@ impl Inbound {
     /// Normalizes the path and asks the authorization policy; a denied
     /// request is logged, counted, and answered with 403.
     fn admit(&self, req: Request<Incoming>, peer: &Peer) -> Result<Request<Incoming>, ProxyError> {
-        let req = normalize_path(req)?;
+        let req = crate::http::path::normalize_request(req)?;
         match self
             .policy
             .decide(&peer.identity, req.method(), req.uri().path())
@@ -365,30 +364,10 @@ impl Inbound {
 }
 
 /// Prepares the app's response for the mesh. The calling sidecar believes
-/// the account header from this one, so the app must not be able to write
-/// it.
+/// Pilotfish's own fields from this one, so the app may not write them.
 fn to_response(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(OUTCOME_HEADER);
+    headers::strip_own(&mut parts.headers);
     Response::from_parts(parts, body)
-}
-
-/// Puts the request's path in normal form (dot segments removed, needless
-/// escapes decoded), so the policy and the app judge the same path.
-fn normalize_path(req: Request<Incoming>) -> Result<Request<Incoming>, ProxyError> {
-    let normal = match crate::http::path::normalize(req.uri().path()) {
-        std::borrow::Cow::Borrowed(_) => return Ok(req),
-        std::borrow::Cow::Owned(normal) => normal,
-    };
-    let (mut parts, body) = req.into_parts();
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{normal}?{query}"),
-        None => normal,
-    };
-    let mut uri = parts.uri.into_parts();
-    uri.path_and_query =
-        Some(PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::NoAuthority)?);
-    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoAuthority)?;
-    Ok(Request::from_parts(parts, body))
 }

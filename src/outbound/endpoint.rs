@@ -10,7 +10,7 @@ use super::load::Load;
 use super::mesh::MeshConn;
 use super::outlier::Health;
 use crate::config::UpstreamProtocol;
-use crate::http::outcome::OUTCOME_HEADER;
+use crate::http::headers;
 use crate::http::plain_client::PlainClient;
 use crate::http::{Body, ProxyError};
 
@@ -87,9 +87,8 @@ impl Endpoint {
             Conn::Plain { client, protocol } => {
                 let version = protocol.version(app_spoke_http1, req.version());
                 let mut response = client.send(req, version).await?;
-                // Only a peer sidecar speaks for its app; from anyone else
-                // the account is a forgery, and goes no further.
-                response.headers_mut().remove(OUTCOME_HEADER);
+                // A server outside the mesh does not speak for a proxy.
+                headers::strip_own(response.headers_mut());
                 Ok(response)
             }
         }

@@ -5,7 +5,7 @@
 //! the mesh (`transport: plaintext`).
 //!
 //! ```text
-//! request -> Observer::begin -> Target::of -> RouteTable::find -> RateLimits::check
+//! request -> Observer::begin -> normalize_request -> Target::of -> RouteTable::find -> RateLimits::check
 //!         -> Destination::call -> endpoint
 //!         <- Exchange::finish <- from_upstream_response <------------------------ (peer's inbound)
 //! ```
@@ -33,13 +33,12 @@ use hyper::body::Incoming;
 use tracing::info;
 
 use self::destination::{Destination, DestinationKey};
-use self::policy::retry::ATTEMPT_HEADER;
 use self::policy::trace::AttemptTrace;
 use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
 use self::route::{RouteTable, Target};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig};
-use crate::http::headers::{self, ORIG_PROTO};
+use crate::http::headers;
 use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::identity::ServiceName;
@@ -202,6 +201,11 @@ impl Outbound {
         Option<(&Arc<Destination>, &Arc<RoutePolicy>)>,
         Result<Response<Body>, ProxyError>,
     ) {
+        // Routes, timeouts and limits judge the path the upstream acts on.
+        let req = match crate::http::path::normalize_request(req) {
+            Ok(req) => req,
+            Err(err) => return (None, Err(err)),
+        };
         let (destination, policy) = match self.route(&req) {
             Ok(found) => found,
             Err(err) => return (None, Err(err)),
@@ -226,10 +230,9 @@ impl Outbound {
         let (mut parts, body) = req.into_parts();
         let app_spoke_http1 = parts.version != Version::HTTP_2;
         headers::strip_hop_by_hop(&mut parts.headers);
-        // Only a sidecar may say what protocol the app spoke, or count
-        // attempts.
-        parts.headers.remove(ORIG_PROTO);
-        parts.headers.remove(ATTEMPT_HEADER);
+        // Only a sidecar may say what protocol the app spoke, count
+        // attempts or name a caller.
+        headers::strip_own(&mut parts.headers);
         let mut ctx = RequestContext::new(policy.clone(), app_spoke_http1);
         ctx.trace = Some(Arc::new(AttemptTrace {
             tracer: exchange.tracer().clone(),

@@ -349,16 +349,82 @@ async fn sync(
         .await
         .map_err(|_| format!("no answer within {}", humantime::format_duration(timeout)))?
         .map_err(|e| e.to_string())?;
-    let replicas = reply.first().copied().unwrap_or(1) as u32;
-    let grants: Vec<_> = batch
-        .into_iter()
-        .zip(reply[1..].chunks(2))
-        .map(|((key, _, want), answer)| {
-            let grant = answer.first().copied().unwrap_or(0) as u32;
-            let wait = answer.get(1).copied().unwrap_or(0);
-            (key, want, grant, wait)
-        })
-        .collect();
+    let (replicas, grants) = read_reply(&reply, batch)?;
     global.granted(replicas, &grants);
     Ok(())
+}
+
+/// The longest wait Redis may announce for an empty bucket; a longer one
+/// (a slow rate, or a broken reply) is read as this.
+const MAX_EMPTY_WAIT_MS: u64 = 60 * 60 * 1000;
+
+/// A grant: the bucket, what was asked, what was granted, and how long
+/// until the bucket has tokens again (ms) when it gave less.
+type Grant = (Box<str>, u32, u32, u64);
+
+/// Reads the script's reply: the replicas, then two numbers per bucket
+/// asked for (tokens granted, ms until more). Any other shape is an error
+/// (the limit falls back as when Redis is unreachable), never a panic;
+/// numbers out of range are clamped: a grant to what was asked, a wait to
+/// an hour.
+fn read_reply(
+    reply: &[u64],
+    batch: Vec<(Box<str>, Rate, u32)>,
+) -> Result<(u32, Vec<Grant>), String> {
+    let Some((&replicas, answers)) = reply.split_first() else {
+        return Err("Redis answered with an empty reply".to_owned());
+    };
+    if answers.len() != batch.len() * 2 {
+        return Err(format!(
+            "Redis answered {} values for {} buckets; expected two each",
+            answers.len(),
+            batch.len()
+        ));
+    }
+    let replicas = u32::try_from(replicas).unwrap_or(u32::MAX).max(1);
+    let grants = batch
+        .into_iter()
+        .zip(answers.chunks_exact(2))
+        .map(|((key, _, want), answer)| {
+            let grant = u32::try_from(answer[0]).unwrap_or(u32::MAX).min(want);
+            (key, want, grant, answer[1].min(MAX_EMPTY_WAIT_MS))
+        })
+        .collect();
+    Ok((replicas, grants))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: usize) -> Vec<(Box<str>, Rate, u32)> {
+        let rate = Rate {
+            per_second: 10.0,
+            burst: 10,
+        };
+        (0..n).map(|i| (format!("k{i}").into(), rate, 5)).collect()
+    }
+
+    #[test]
+    fn a_reply_of_any_shape_is_an_answer_or_an_error_never_a_panic() {
+        assert!(read_reply(&[], batch(1)).is_err(), "empty");
+        assert!(read_reply(&[2], batch(1)).is_err(), "no grants");
+        assert!(read_reply(&[2, 1, 0, 7], batch(1)).is_err(), "too many");
+        assert!(read_reply(&[2, 1], batch(1)).is_err(), "half a grant");
+        let (replicas, grants) = read_reply(&[3, 5, 0, 2, 1500], batch(2)).expect("good");
+        assert_eq!(replicas, 3);
+        assert_eq!((grants[0].1, grants[0].2, grants[0].3), (5, 5, 0));
+        assert_eq!((grants[1].2, grants[1].3), (2, 1500));
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_clamped() {
+        let (replicas, grants) =
+            read_reply(&[0, u64::MAX, u64::MAX], batch(1)).expect("well formed");
+        assert_eq!(replicas, 1, "at least this replica");
+        assert_eq!(grants[0].2, 5, "never more than asked for");
+        assert_eq!(grants[0].3, MAX_EMPTY_WAIT_MS);
+        let (replicas, _) = read_reply(&[u64::MAX, 0, 0], batch(1)).expect("well formed");
+        assert_eq!(replicas, u32::MAX);
+    }
 }

@@ -388,3 +388,28 @@ fn bad_rate_limits_point_at_the_value() {
         );
     }
 }
+
+#[test]
+fn redis_over_tls_is_refused_at_check_not_at_run_time() {
+    let certs = Certs::new();
+    let yaml = format!(
+        "{}rate_limits:
+  - name: shared
+    direction: outbound
+    service: users
+    rate: 5
+    global: {{ redis: \"rediss://:secret@redis:6380\" }}
+",
+        valid(&certs)
+    );
+    let (code, out, file) = check(certs.dir.path(), "rediss.yaml", &yaml);
+    assert_eq!(code, 1, "{out}");
+    let expected = format!("{file}:19:22: rediss:// (Redis over TLS) is not supported");
+    assert!(
+        out.lines().any(|l| l.starts_with(&expected)),
+        "expected {expected:?} in:\n{out}"
+    );
+    let plain = yaml.replace("rediss://", "redis://");
+    let (code, out, _) = check(certs.dir.path(), "redis.yaml", &plain);
+    assert_eq!(code, 0, "{out}");
+}

@@ -45,14 +45,22 @@ pub(super) fn check_rate_limits(config: &Config, r: &mut Report<'_>) {
             r.error(limit.max_keys.position(), "max_keys must be at least 1");
         }
         if let Some(global) = &limit.global {
-            if redis::parse_redis_url(&global.redis).is_none() {
-                r.error(
+            match redis::parse_redis_url(&global.redis) {
+                None => r.error(
                     global.redis.position(),
                     format!(
                         "redis {:?} is not a Redis URL; write it like redis://127.0.0.1:6379",
                         global.redis.get()
                     ),
-                );
+                ),
+                // The client is built without TLS (it would bring a second
+                // TLS stack and root store): refused here, not at run time.
+                Some(url) if url.scheme() == "rediss" => r.error(
+                    global.redis.position(),
+                    "rediss:// (Redis over TLS) is not supported: write redis://, and keep \
+                     Redis on a private network",
+                ),
+                Some(_) => {}
             }
             if global.sync_interval.0.is_zero() || global.timeout.0.is_zero() {
                 r.error(

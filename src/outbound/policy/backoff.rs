@@ -1,14 +1,20 @@
 //! Exponential backoff with full jitter: before retry `n` (1, 2, ...) wait
 //! a random time in `[0, min(max, base * 2^n))`. Random waits keep clients
 //! that failed together from retrying together. A 429 or 503 that says
-//! when to come back (`Retry-After`) is waited for at least that long.
+//! when to come back (`Retry-After`) is waited for at least that long; a
+//! wait longer than [`MAX_RETRY_AFTER`] is read as that (no request's
+//! deadline is that long, so it means "not within this request").
 
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
 
+/// The longest `Retry-After` read: a day.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How long a 429 or 503 response asks to wait before trying again:
-/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3).
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3), at most
+/// [`MAX_RETRY_AFTER`].
 pub fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
         return None;
@@ -18,11 +24,14 @@ pub fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> 
         .to_str()
         .ok()?
         .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let date = httpdate::parse_http_date(value).ok()?;
+            date.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The wait before retry `n`, from a random `unit` in `[0, 1)`.
@@ -66,6 +75,18 @@ mod tests {
         assert_eq!(retry_after(too_many, &with("soon"), now), None);
         assert_eq!(retry_after(too_many, &HeaderMap::new(), now), None);
         assert_eq!(retry_after(StatusCode::BAD_GATEWAY, &with("3"), now), None);
+        // From the wire: any number, however large, is a bounded wait.
+        let huge = u64::MAX.to_string();
+        assert_eq!(
+            retry_after(too_many, &with(&huge), now),
+            Some(MAX_RETRY_AFTER)
+        );
+        let far =
+            httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799));
+        assert_eq!(
+            retry_after(too_many, &with(&far), now),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]

@@ -188,7 +188,8 @@ where
             );
             wait = wait.max(asked.unwrap_or_default());
         }
-        if ctx.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+        let resume = Instant::now().checked_add(wait);
+        if ctx.deadline.is_some_and(|d| resume.is_none_or(|r| r >= d)) {
             return result; // the wait would outlast the request
         }
         if !layer.budget.withdraw(Instant::now()) {

@@ -257,7 +257,8 @@ async fn route(
             for set in pairs.filter_map(|kv| kv.strip_prefix("set=")) {
                 let (name, value) = set.split_once(':').ok_or("set=NAME:VALUE")?;
                 let name = http::HeaderName::from_bytes(name.as_bytes())?;
-                response.headers_mut().append(name, value.parse()?);
+                let value = http::HeaderValue::from_bytes(&percent_decoded(value))?;
+                response.headers_mut().append(name, value);
             }
             response
         }
@@ -268,6 +269,30 @@ async fn route(
         }
     };
     Ok(response)
+}
+
+/// `%XX` escapes decoded (for header values in a query).
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 async fn echo(req: Request<Incoming>) -> Response<AppBody> {
