@@ -140,11 +140,22 @@ impl AdminState {
 /// long its connection may then sit idle: probes and scrapes send at once.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most admin connections at once: probes, a scraper and an operator need
+/// a handful; more is someone holding connections open.
+const ADMIN_MAX_CONNECTIONS: usize = 128;
+
 /// Serves the admin endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
     crate::listener::accept_loop(&listener, "admin", |tcp, peer| {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "admin connection refused: {ADMIN_MAX_CONNECTIONS} open");
+            return;
+        };
+        crate::listener::tune(&tcp);
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(respond(&req, peer, &state)) }

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::watch;
 
 /// The shutdown side: starts the drain and waits for it.
@@ -40,15 +39,10 @@ impl Drain {
 }
 
 impl Watch {
-    /// Runs `conn` to completion, asking it to shut down gracefully once the
-    /// drain starts. The watch lives until the connection has closed.
-    pub async fn serve<C: GracefulConnection>(mut self, conn: C) -> C::Output {
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            output = conn.as_mut() => return output,
-            _ = self.rx.changed() => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        conn.await
+    /// Completes when the drain starts (or the sidecar is going away). The
+    /// watch itself must live until its connection has closed: the drain
+    /// waits for every watch.
+    pub async fn draining(&mut self) {
+        let _ = self.rx.changed().await;
     }
 }

@@ -1,6 +1,7 @@
 //! The accept loop every listener runs: hand each connection to a
 //! handler, and survive accept errors (such as running out of file
-//! descriptors) instead of spinning or dying; and [`Metered`], which
+//! descriptors) instead of spinning or dying; the per-listener connection
+//! cap; the socket options of every connection; and [`Metered`], which
 //! counts each accepted connection and its bytes.
 
 use std::net::SocketAddr;
@@ -28,6 +29,49 @@ where
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Whether the listener may take one more connection under `cap`. Over it,
+/// the caller closes the connection at once; it is counted, and logged
+/// the first time and then at every doubling, so a flood costs a few lines.
+pub fn admit(counters: &ListenerCounters, cap: usize, name: &'static str) -> bool {
+    let open = usize::try_from(counters.active.get()).unwrap_or(0);
+    if open < cap {
+        return true;
+    }
+    counters.refused.inc();
+    let refused = counters.refused.get();
+    if refused.is_power_of_two() {
+        warn!(
+            listener = name,
+            open,
+            max_connections = cap,
+            refused,
+            "connection refused: the listener holds its max_connections"
+        );
+    }
+    false
+}
+
+/// How long a connection may be silent before the kernel probes it, how
+/// often, and how many unanswered probes end it: a peer that vanished
+/// without a FIN (a node gone, a NAT entry dropped) is noticed within
+/// about 90 s instead of hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// The options every connection gets, accepted or dialled: no Nagle delay
+/// (small requests and responses must not wait), and TCP keepalive.
+pub fn tune(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
     }
 }
 

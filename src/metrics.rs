@@ -457,6 +457,7 @@ impl ResilienceMetrics {
 #[derive(Debug, Clone)]
 pub struct ConnectionMetrics {
     opened: IntCounterVec,
+    refused: IntCounterVec,
     closed: IntCounterVec,
     active: prometheus::IntGaugeVec,
     received: IntCounterVec,
@@ -470,6 +471,12 @@ impl ConnectionMetrics {
                 registry,
                 "pilotfish_tcp_connections_opened_total",
                 "TCP connections accepted, by listener.",
+                &["listener"],
+            )?,
+            refused: counter(
+                registry,
+                "pilotfish_tcp_connections_refused_total",
+                "TCP connections closed at accept because the listener held its max_connections, by listener.",
                 &["listener"],
             )?,
             closed: counter(
@@ -508,6 +515,7 @@ impl ConnectionMetrics {
     pub fn for_listener(&self, listener: &str) -> ListenerCounters {
         ListenerCounters {
             opened: self.opened.with_label_values(&[listener]),
+            refused: self.refused.with_label_values(&[listener]),
             closed: self.closed.with_label_values(&[listener]),
             active: self.active.with_label_values(&[listener]),
             received: self.received.with_label_values(&[listener]),
@@ -521,6 +529,8 @@ impl ConnectionMetrics {
 pub struct ListenerCounters {
     /// Accepted.
     pub opened: prometheus::IntCounter,
+    /// Closed at accept, over the cap.
+    pub refused: prometheus::IntCounter,
     /// Closed.
     pub closed: prometheus::IntCounter,
     /// Open now.

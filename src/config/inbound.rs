@@ -29,6 +29,20 @@ pub struct InboundConfig {
     /// Longest wait for a TLS handshake from a peer (default 10s).
     #[serde(default = "super::defaults::handshake_timeout")]
     pub handshake_timeout: HumanDuration,
+    /// Longest wait for the app's response headers (default 5m); over it
+    /// the caller gets 504 `response-timeout`, and its sidecar counts a
+    /// timeout. Callers' own timeouts (15s by default) usually end a slow
+    /// request first; this bounds a hung app for callers that wait longer.
+    #[serde(default = "super::defaults::app_timeout")]
+    pub timeout: HumanDuration,
+    /// Most connections to the app at once (default 1024, as Envoy's
+    /// cluster); over it a request gets 503 `overloaded`.
+    #[serde(default = "super::defaults::max_connections")]
+    pub max_app_connections: Located<usize>,
+    /// Most mesh connections the listener holds (default 10000); one more
+    /// is closed at accept and counted.
+    #[serde(default = "super::defaults::max_client_connections")]
+    pub max_connections: Located<usize>,
     /// Who may call the app. Absent: any identity of the trust domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationConfig>,

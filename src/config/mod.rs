@@ -131,10 +131,29 @@ pub struct HttpConfig {
     /// Most request header fields (default 100, as Envoy). Over it: 431.
     #[serde(default = "defaults::max_headers")]
     pub max_headers: Located<usize>,
-    /// An HTTP/1.1 client must send each request's headers within this
-    /// (default 60s); it also closes keep-alive connections idle that long.
+    /// An HTTP/1.1 client must send a request's headers within this of
+    /// its first byte (of the connection's start, for the first request)
+    /// (default 10s). Over it: the connection is closed.
     #[serde(default = "defaults::header_read_timeout")]
     pub header_read_timeout: HumanDuration,
+    /// A client connection with no request in flight for this long is
+    /// closed (HTTP/1.1) or sent GOAWAY (HTTP/2) (default 60s).
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// A client connection older than this is asked to close after its
+    /// requests in flight (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY),
+    /// so long-lived clients spread over new endpoints (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_age: Option<HumanDuration>,
+    /// A request or response body that moves no data for this long is cut
+    /// (default 5m, as Envoy's stream idle timeout).
+    #[serde(default = "defaults::body_idle_timeout")]
+    pub body_idle_timeout: HumanDuration,
+    /// HTTP/2 clients are pinged this often while connected, and dropped
+    /// when a ping goes unanswered for as long (default 20s), so a peer
+    /// that vanished without a FIN is noticed.
+    #[serde(default = "defaults::h2_keepalive")]
+    pub h2_keepalive: HumanDuration,
 }
 
 impl Default for HttpConfig {
@@ -143,6 +162,22 @@ impl Default for HttpConfig {
             max_header_bytes: defaults::max_header_bytes(),
             max_headers: defaults::max_headers(),
             header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_connection_age: None,
+            body_idle_timeout: defaults::body_idle_timeout(),
+            h2_keepalive: defaults::h2_keepalive(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The time bounds of the connections served with these settings.
+    pub fn timeouts(&self) -> crate::http::lifetime::Timeouts {
+        crate::http::lifetime::Timeouts {
+            header_read: self.header_read_timeout.0,
+            idle: self.idle_timeout.0,
+            max_age: self.max_connection_age.map(|age| age.0),
+            body_idle: self.body_idle_timeout.0,
         }
     }
 }
@@ -266,12 +301,32 @@ mod defaults {
     pub fn max_headers() -> Located<usize> {
         Located::new(100)
     }
-    /// Bounds clients that hold a connection and send nothing (slow
-    /// loris). hyper starts this clock when a keep-alive connection goes
-    /// idle too, so it is also the idle timeout apps see: long enough for
-    /// their pools (Node.js keeps 5s, Go 90s).
+    /// Bounds clients that trickle their headers (slow loris): nginx
+    /// allows 60s (client_header_timeout), HAProxy's guide 10s (timeout
+    /// http-request), Envoy nothing by default; a client on loopback or a
+    /// sidecar sends its headers in one write.
     pub fn header_read_timeout() -> HumanDuration {
-        HumanDuration::from_secs(60)
+        HumanDuration::from_secs(10)
+    }
+    /// As Envoy's stream idle timeout: long enough for streams that are
+    /// quiet by nature (server-sent events, gRPC streams).
+    pub fn body_idle_timeout() -> HumanDuration {
+        HumanDuration::from_secs(300)
+    }
+    pub fn h2_keepalive() -> HumanDuration {
+        HumanDuration::from_secs(20)
+    }
+    pub fn app_timeout() -> HumanDuration {
+        HumanDuration::from_secs(300)
+    }
+    /// Envoy's per-cluster default.
+    pub fn max_connections() -> Located<usize> {
+        Located::new(1024)
+    }
+    /// Far below the descriptors a container usually gets (1M), and far
+    /// above what one app opens to its sidecar or a mesh to one workload.
+    pub fn max_client_connections() -> Located<usize> {
+        Located::new(10_000)
     }
     pub fn drain_timeout() -> HumanDuration {
         HumanDuration::from_secs(30)

@@ -18,6 +18,10 @@ pub struct OutboundConfig {
     /// HTTP/1.1 and h2c with prior knowledge on the same port.
     #[serde(default = "super::defaults::outbound_listen")]
     pub listen: Located<SocketAddr>,
+    /// Most app connections the listener holds (default 10000); one more
+    /// is closed at accept and counted.
+    #[serde(default = "super::defaults::max_client_connections")]
+    pub max_connections: Located<usize>,
     /// Destination services by name. Each is reachable by the host names
     /// `NAME`, `NAME.NS`, `NAME.NS.svc` and `NAME.NS.svc.cluster.local`.
     #[serde(default)]

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::rt::{Read, Write};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -73,8 +74,7 @@ impl Dial for Tcp {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ProxyError::Connect { addr, source })?;
-        // Small requests and responses must not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
+        crate::listener::tune(&tcp);
         Ok(TokioIo::new(tcp))
     }
 }
@@ -86,7 +86,8 @@ pub struct H1Pool<D = Tcp> {
     settings: PoolSettings,
     dial: D,
     idle: Mutex<Vec<Idle>>,
-    open: Arc<AtomicUsize>,
+    /// One permit per connection open or being dialled.
+    slots: Arc<Semaphore>,
 }
 
 #[derive(Debug)]
@@ -103,13 +104,16 @@ impl<D: Dial> H1Pool<D> {
             settings,
             dial,
             idle: Mutex::new(Vec::new()),
-            open: Arc::new(AtomicUsize::new(0)),
+            slots: Arc::new(Semaphore::new(
+                settings.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
         }
     }
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        let max = self.settings.max_connections.min(Semaphore::MAX_PERMITS);
+        max - self.slots.available_permits()
     }
 
     /// Idle connections waiting in the pool.
@@ -205,11 +209,15 @@ impl<D: Dial> H1Pool<D> {
 
     async fn connect(&self) -> Result<SendRequest<Body>, ProxyError> {
         let addr = self.addr;
-        if self.open.load(Ordering::Relaxed) >= self.settings.max_connections {
-            return Err(ProxyError::Overloaded {
+        // Counted before dialling, so connects under way count too and
+        // concurrent ones cannot pass the cap together.
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ProxyError::Overloaded {
                 limit: "max-connections",
-            });
-        }
+            })?;
         let timeout = self.settings.connect_timeout;
         let io = tokio::time::timeout(timeout, self.dial.dial(addr))
             .await
@@ -227,13 +235,11 @@ impl<D: Dial> H1Pool<D> {
             .handshake(io)
             .await
             .map_err(|e| ProxyError::upstream(addr, e))?;
-        let open = self.open.clone();
-        open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!(%addr, error = %e, "HTTP/1.1 connection ended");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
         });
         Ok(sender)
     }
@@ -416,5 +422,58 @@ mod tests {
             let got = keep_alive_for(&headers(pairs), idle).map(|d| d.as_secs());
             assert_eq!(got, *want, "{pairs:?}");
         }
+    }
+
+    /// A dial that takes its time, then fails.
+    struct SlowRefusal;
+
+    impl Dial for SlowRefusal {
+        type Io = TokioIo<TcpStream>;
+
+        async fn dial(&self, addr: SocketAddr) -> Result<Self::Io, ProxyError> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(ProxyError::Connect {
+                addr,
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connects_under_way_count_toward_max_connections() {
+        let settings = PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 2,
+            limits: crate::http::server::HeaderLimits {
+                max_bytes: 8192,
+                max_count: 100,
+            },
+        };
+        let pool = Arc::new(H1Pool::new(
+            ([127, 0, 0, 1], 1).into(),
+            settings,
+            SlowRefusal,
+        ));
+        let sends: Vec<_> = (0..5)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.send(Request::new(Body::Empty)).await })
+            })
+            .collect();
+        let mut overloaded = 0;
+        for send in sends {
+            match send.await.expect("task") {
+                Err(ProxyError::Overloaded { .. }) => overloaded += 1,
+                Err(ProxyError::Connect { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(overloaded, 3, "only two dials at once");
+        assert_eq!(
+            pool.open_connections(),
+            0,
+            "failed dials give their slot back"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod h1_pool;
 pub mod h2_client;
 pub mod headers;
+pub mod lifetime;
 pub mod outcome;
 pub mod path;
 pub mod plain_client;

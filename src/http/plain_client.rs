@@ -106,7 +106,7 @@ impl PlainClient {
                 after: timeout,
             })?
             .map_err(|source| ProxyError::Connect { addr, source })?;
-        let _ = tcp.set_nodelay(true);
+        crate::listener::tune(&tcp);
         h2_client::handshake(TokioIo::new(tcp), addr, self.settings.limits).await
     }
 }

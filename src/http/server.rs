@@ -2,8 +2,6 @@
 //! HTTP/1.1 and HTTP/2 (h2c prior knowledge, or h2 after ALPN) on the same
 //! connection type, with the header limits of the config applied equally.
 
-use std::time::Duration;
-
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
@@ -59,19 +57,17 @@ impl HeaderLimits {
     }
 }
 
-/// A server builder for HTTP/1.1 and HTTP/2 with these header limits.
-/// An HTTP/1.1 client must send a request's headers within
-/// `header_read_timeout` (which also bounds how long a keep-alive
-/// connection may sit idle).
-pub fn builder(
-    limits: HeaderLimits,
-    header_read_timeout: Duration,
-) -> auto::Builder<TokioExecutor> {
+/// A server builder for HTTP/1.1 and HTTP/2 with these header limits and
+/// the keep-alive settings of `http`. The header read, idle, age and body
+/// bounds are enforced around it ([`super::lifetime`]); hyper's HTTP/1.1
+/// header timer, which also counts the idle time before a request, is set
+/// to the idle timeout as a second bound.
+pub fn builder(limits: HeaderLimits, http: &HttpConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(http.idle_timeout.0.max(http.header_read_timeout.0))
         // hyper needs at least 8 KiB; the config check enforces that.
         .max_buf_size(limits.max_bytes.max(8192));
     if let Some(max) = limits.h1_max_headers() {
@@ -83,6 +79,9 @@ pub fn builder(
         .max_header_list_size(limits.h2_list_size())
         // Bound the work a peer can cause with reset floods (CVE-2023-44487).
         .max_pending_accept_reset_streams(Some(20))
-        .max_concurrent_streams(Some(1024));
+        .max_concurrent_streams(Some(1024))
+        // A peer gone without a FIN is noticed within two intervals.
+        .keep_alive_interval(Some(http.h2_keepalive.0))
+        .keep_alive_timeout(http.h2_keepalive.0);
     builder
 }

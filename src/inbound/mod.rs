@@ -33,6 +33,7 @@ use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, InboundConfig, LimitDirection, UpstreamProtocol};
 use crate::http::h1_pool::PoolSettings;
 use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};
+use crate::http::lifetime::{self, Timeouts};
 use crate::http::outcome::{OUTCOME_HEADER, Outcome};
 use crate::http::plain_client::PlainClient;
 use crate::http::server::{self, HeaderLimits};
@@ -88,6 +89,9 @@ pub struct Inbound {
     tls: Arc<Derived<ServerConfig>>,
     tls_key: (usize, TlsSettings),
     http: Arc<auto::Builder<TokioExecutor>>,
+    timeouts: Timeouts,
+    app_timeout: Duration,
+    max_connections: usize,
     metrics: Metrics,
     observer: Arc<Observer>,
     rate_limits: Arc<RateLimits>,
@@ -113,8 +117,7 @@ impl Inbound {
             PoolSettings {
                 connect_timeout: inbound.connect_timeout.0,
                 idle_timeout: inbound.idle_timeout.0,
-                // The app is local; it sets its own limits.
-                max_connections: usize::MAX,
+                max_connections: *inbound.max_app_connections.get(),
                 // For the app's responses, which the proxy adds nothing to.
                 limits: HeaderLimits::from_config(&config.http),
             },
@@ -153,7 +156,10 @@ impl Inbound {
             policy,
             tls,
             tls_key,
-            http: Arc::new(server::builder(limits, config.http.header_read_timeout.0)),
+            http: Arc::new(server::builder(limits, &config.http)),
+            timeouts: config.http.timeouts(),
+            app_timeout: inbound.timeout.0,
+            max_connections: *inbound.max_connections.get(),
             metrics: metrics.clone(),
             observer: observer.clone(),
             rate_limits: rate_limits.clone(),
@@ -165,6 +171,16 @@ impl Inbound {
         &self.http
     }
 
+    /// How long mesh connections and bodies may live.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Most mesh connections the listener holds.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The TLS handshake of an accepted connection, then the caller's
     /// identity. `None` (logged and counted) when either fails.
     pub async fn handshake(
@@ -172,7 +188,6 @@ impl Inbound {
         tcp: Metered<TcpStream>,
         addr: SocketAddr,
     ) -> Option<(TlsStream<Metered<TcpStream>>, Arc<Peer>)> {
-        let _ = tcp.get_ref().set_nodelay(true);
         let acceptor = TlsAcceptor::from(self.tls.get());
         let failed = |reason: HandshakeFailure, detail: &dyn std::fmt::Display| {
             self.metrics.tls.failure(Direction::Inbound, reason);
@@ -236,7 +251,7 @@ impl Inbound {
                 Err(limited) => Err(limited),
                 Ok(()) => match self.to_app_request(req, peer, &mut exchange) {
                     Ok((req, version)) => {
-                        let sent = self.app.send(req, version).await.map(to_response);
+                        let sent = self.send_to_app(req, version).await.map(to_response);
                         exchange.upstream(Some(self.app_key.0), 1);
                         sent
                     }
@@ -277,6 +292,22 @@ impl Inbound {
             .requests
             .record(labels, response.status(), start.elapsed());
         exchange.finish(response)
+    }
+
+    /// Sends to the app, waiting at most `inbound.timeout` for its
+    /// response headers.
+    async fn send_to_app(
+        &self,
+        req: Request<Body>,
+        version: Version,
+    ) -> Result<Response<Body>, ProxyError> {
+        match tokio::time::timeout(self.app_timeout, self.app.send(req, version)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(ProxyError::ResponseTimeout {
+                service: self.service.to_string(),
+                after: self.app_timeout,
+            }),
+        }
     }
 
     /// The inbound rate limits, keyed by the verified caller.
@@ -357,7 +388,10 @@ impl Inbound {
         exchange.inject(&mut parts.headers);
         let version = self.app_protocol.version(caller_spoke_http1, parts.version);
         Ok((
-            Request::from_parts(parts, exchange.count_request(body)),
+            Request::from_parts(
+                parts,
+                lifetime::bound_request_body(exchange.count_request(body), self.timeouts.body_idle),
+            ),
             version,
         ))
     }

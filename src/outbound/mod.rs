@@ -39,6 +39,7 @@ use self::route::{RouteTable, Target};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig};
 use crate::http::headers;
+use crate::http::lifetime::{self, Timeouts};
 use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::identity::ServiceName;
@@ -64,6 +65,8 @@ pub struct Outbound {
     observer: Arc<Observer>,
     rate_limits: Arc<RateLimits>,
     http: Arc<auto::Builder<TokioExecutor>>,
+    timeouts: Timeouts,
+    max_connections: usize,
 }
 
 impl Outbound {
@@ -136,16 +139,25 @@ impl Outbound {
             metrics: metrics.requests.clone(),
             observer: observer.clone(),
             rate_limits: rate_limits.clone(),
-            http: Arc::new(server::builder(
-                server_limits,
-                config.http.header_read_timeout.0,
-            )),
+            http: Arc::new(server::builder(server_limits, &config.http)),
+            timeouts: config.http.timeouts(),
+            max_connections: *outbound.max_connections.get(),
         })
     }
 
     /// The HTTP server settings for the app's connections.
     pub fn http(&self) -> &auto::Builder<TokioExecutor> {
         &self.http
+    }
+
+    /// How long the app's connections and bodies may live.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Most app connections the listener holds.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// The destinations, in name order.
@@ -240,7 +252,9 @@ impl Outbound {
         }));
         let tried = ctx.tried.clone();
         parts.extensions.insert(ctx);
-        let req = Request::from_parts(parts, exchange.count_request(body));
+        let body =
+            lifetime::bound_request_body(exchange.count_request(body), self.timeouts.body_idle);
+        let req = Request::from_parts(parts, body);
         let result = destination.call(req).await;
         {
             let tried = tried

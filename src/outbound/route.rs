@@ -212,6 +212,7 @@ mod tests {
     fn outbound(services: &[&str], routes: &[(&str, &str, &str)]) -> OutboundConfig {
         OutboundConfig {
             listen: Located::new("127.0.0.1:0".parse().unwrap()),
+            max_connections: Located::new(10),
             services: services
                 .iter()
                 .map(|name| {

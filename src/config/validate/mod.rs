@@ -365,4 +365,32 @@ fn check_limits(config: &Config, r: &mut Report<'_>) {
             "runtime.worker_threads must be between 1 and 64",
         );
     }
+    let mut caps = Vec::new();
+    if let Some(inbound) = &config.inbound {
+        caps.push(("inbound.max_connections", &inbound.max_connections));
+        caps.push(("inbound.max_app_connections", &inbound.max_app_connections));
+    }
+    if let Some(outbound) = &config.outbound {
+        caps.push(("outbound.max_connections", &outbound.max_connections));
+    }
+    for (name, cap) in caps {
+        if !(1..=1_000_000).contains(cap.get()) {
+            r.error(
+                cap.position(),
+                format!("{name} must be between 1 and 1000000"),
+            );
+        }
+    }
+    let http = &config.http;
+    let zero = [
+        ("http.header_read_timeout", http.header_read_timeout),
+        ("http.idle_timeout", http.idle_timeout),
+        ("http.body_idle_timeout", http.body_idle_timeout),
+        ("http.h2_keepalive", http.h2_keepalive),
+    ];
+    for (name, value) in zero {
+        if value.0.is_zero() {
+            r.error(Position::default(), format!("{name} must be above zero"));
+        }
+    }
 }
