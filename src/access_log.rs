@@ -238,8 +238,12 @@ impl Sink {
 
     /// The writer thread: waits for a line, gathers lines for up to
     /// `FLUSH_EVERY` (or until `FLUSH_AT` bytes), writes them in one go.
+    /// When stdout refuses them (a full disk, a closed pipe), the lines are
+    /// counted as dropped, the failure is logged once, and later batches
+    /// are tried again: logging resumes by itself when there is room.
     fn write_to(&self, out: &mut impl Write) {
         let mut batch = Vec::with_capacity(FLUSH_AT);
+        let mut writer = Writer::default();
         loop {
             let mut pending = self.pending();
             while pending.bytes.is_empty() && !pending.closed {
@@ -263,11 +267,9 @@ impl Sink {
             std::mem::swap(&mut pending.bytes, &mut batch);
             let closed = pending.closed;
             drop(pending);
-            if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
-                // stdout is closed: nothing more can be logged; lines from
-                // now on are counted as dropped.
-                self.pending().closed = true;
-                return;
+            let lost = writer.write(out, &batch);
+            if lost > 0 {
+                self.metrics.access_log_dropped_by(lost);
             }
             batch.clear();
             if closed && self.pending().bytes.is_empty() {
@@ -282,6 +284,60 @@ impl Sink {
         self.wake.notify_one();
         if let Some(writer) = self.writer().take() {
             let _ = writer.join();
+        }
+    }
+}
+
+/// What the writer thread remembers between batches.
+#[derive(Debug, Default)]
+struct Writer {
+    /// The last write stopped inside a line, which must be ended before
+    /// the next line starts.
+    mid_line: bool,
+    /// The failure being reported, so it is logged once.
+    failing: bool,
+}
+
+impl Writer {
+    /// Writes whole lines; returns how many were lost (a line written in
+    /// part counts as lost).
+    fn write(&mut self, out: &mut impl Write, batch: &[u8]) -> u64 {
+        let mut written = 0;
+        let result = (|| {
+            if self.mid_line {
+                out.write_all(b"\n")?;
+                self.mid_line = false;
+            }
+            while written < batch.len() {
+                match out.write(&batch[written..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            out.flush()
+        })();
+        match result {
+            Ok(()) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the access log can be written again");
+                }
+                0
+            }
+            Err(e) => {
+                let rest = &batch[written..];
+                if written > 0 {
+                    self.mid_line = batch[written - 1] != b'\n';
+                }
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::error!(
+                        "the access log cannot be written ({e}); its lines are dropped and \
+                         counted in pilotfish_access_log_dropped_total until it can"
+                    );
+                }
+                rest.iter().filter(|b| **b == b'\n').count() as u64
+            }
         }
     }
 }
@@ -375,5 +431,44 @@ mod tests {
         // Closed: further lines are dropped, not queued.
         sink.send(b"late\n");
         assert!(sink.pending().bytes.is_empty());
+    }
+
+    /// A disk that takes `room` bytes, then refuses until given more.
+    struct Disk {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = buf.len().min(self.room);
+            self.written.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_loses_whole_lines_counted_and_logging_resumes() {
+        let mut disk = Disk {
+            written: Vec::new(),
+            room: 14,
+        };
+        let mut writer = Writer::default();
+        // Two lines fit, the third is cut after 4 bytes, the fourth lost.
+        assert_eq!(writer.write(&mut disk, b"line1\nline2\nline3\nline4\n"), 2);
+        assert!(writer.failing && writer.mid_line);
+        assert_eq!(writer.write(&mut disk, b"line5\n"), 1, "still full");
+        disk.room = 100;
+        assert_eq!(writer.write(&mut disk, b"line6\n"), 0);
+        assert!(!writer.failing);
+        assert_eq!(disk.written, b"line1\nline2\nli\nline6\n");
     }
 }

@@ -596,6 +596,11 @@ impl TelemetryMetrics {
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.inc();
     }
+
+    /// `n` access log lines were dropped.
+    pub fn access_log_dropped_by(&self, n: u64) {
+        self.access_log_dropped.inc_by(n);
+    }
 }
 
 /// Seconds since the Unix epoch, now.

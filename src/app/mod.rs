@@ -9,7 +9,6 @@ mod reload;
 mod serve;
 mod state;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -113,10 +112,11 @@ impl App {
         })
     }
 
-    /// Serves until `shutdown` completes, then drains: readiness fails,
-    /// listeners close (new connections are refused), open connections
-    /// finish their requests, bounded by the drain timeout.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Serves until the first shutdown signal, then drains: readiness
+    /// fails, listeners close (new connections are refused), open
+    /// connections finish their requests, bounded by the drain timeout. A
+    /// second signal during the drain ends it at once.
+    pub async fn run(self, mut shutdown: ShutdownSignal) {
         let (drain, watch) = drain::channel();
         let ctx = Context {
             live: self.live.clone(),
@@ -131,7 +131,7 @@ impl App {
 
         let mut reloader = Reloader::new(self.source, self.metrics, self.log);
         reloader
-            .run(&mut listeners, &ctx, self.hangup, shutdown)
+            .run(&mut listeners, &ctx, self.hangup, shutdown.next())
             .await;
 
         // The admin port keeps answering (/ready says "draining") until exit.
@@ -145,11 +145,17 @@ impl App {
             timeout = %humantime::format_duration(drain_timeout),
             "draining"
         );
-        match tokio::time::timeout(drain_timeout, drain.drain()).await {
-            Ok(()) => info!("drained; exiting"),
-            Err(_) => warn!(
+        tokio::select! {
+            drained = tokio::time::timeout(drain_timeout, drain.drain()) => match drained {
+                Ok(()) => info!("drained; exiting"),
+                Err(_) => warn!(
+                    connections_at_start = open,
+                    "drain timeout reached; closing the remaining connections"
+                ),
+            },
+            () = shutdown.next() => warn!(
                 connections_at_start = open,
-                "drain timeout reached; closing the remaining connections"
+                "a second signal during the drain: closing the remaining connections now"
             ),
         }
         // Spans of the last requests, before the process ends.
@@ -160,16 +166,30 @@ impl App {
     }
 }
 
+/// SIGTERM and SIGINT (Ctrl-C): the first starts the drain, a second one
+/// ends it.
+#[derive(Debug)]
+pub struct ShutdownSignal {
+    term: Signal,
+    int: Signal,
+}
+
+impl ShutdownSignal {
+    /// The next SIGTERM or SIGINT.
+    pub async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = self.int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+    }
+}
+
 /// Installs the SIGTERM and SIGINT (Ctrl-C) handlers at once, so that a
 /// signal arriving right after start-up drains instead of killing the
-/// process, and returns a future that completes on the first of them.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
-            _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
-        }
+/// process.
+pub fn shutdown_signal() -> std::io::Result<ShutdownSignal> {
+    Ok(ShutdownSignal {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
     })
 }

@@ -39,8 +39,15 @@ pub struct Reloader {
     config_digest: Option<u64>,
     rejected_config: Option<u64>,
     rejected_creds: Option<u64>,
+    /// Since when the certificate files could not be read, and whether
+    /// that was reported.
+    unreadable: Option<(Instant, bool)>,
     last_expiry_warning: Option<Instant>,
 }
+
+/// How long certificate files may stay unreadable before it is reported:
+/// a symlink swap leaves them missing for a moment.
+const UNREADABLE_GRACE: Duration = Duration::from_secs(2);
 
 impl Reloader {
     /// A reloader for the config file in force (none: only certificates).
@@ -56,6 +63,7 @@ impl Reloader {
             config_digest,
             rejected_config: None,
             rejected_creds: None,
+            unreadable: None,
             last_expiry_warning: None,
         }
     }
@@ -169,8 +177,22 @@ impl Reloader {
         let (Some(tls), Some(store)) = (&state.config.tls, &state.creds) else {
             return;
         };
-        let Ok(digest) = tls::digest_files(tls) else {
-            return; // mid-swap; a missing file is reported when it stays missing
+        let digest = match tls::digest_files(tls) {
+            Ok(digest) => {
+                self.unreadable = None;
+                digest
+            }
+            Err(e) => {
+                // Mid-swap, or gone: reported once, when it stays so.
+                let now = Instant::now();
+                let (since, reported) = self.unreadable.get_or_insert((now, false));
+                if !*reported && now.duration_since(*since) >= UNREADABLE_GRACE {
+                    *reported = true;
+                    error!("certificate files cannot be read, the ones in force stay: {e}");
+                    self.metrics.reloads.reload("certificates", false);
+                }
+                return;
+            }
         };
         if digest == store.current().digest || Some(digest) == self.rejected_creds {
             return;

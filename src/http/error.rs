@@ -342,6 +342,12 @@ impl ProxyError {
             },
             Self::ConnectTimeout { .. } => Reason::ConnectTimeout,
             Self::Tls { source, .. } if is_identity_mismatch(source) => Reason::PeerIdentity,
+            // The connection broke before any certificate was seen.
+            Self::Tls { source, .. }
+                if crate::tls::classify_error(source) == crate::tls::HandshakeFailure::Io =>
+            {
+                Reason::ConnectFailed
+            }
             Self::Tls { .. } | Self::Alpn { .. } => Reason::TlsFailed,
             Self::Upstream { .. } => Reason::UpstreamReset,
             Self::ResponseTimeout { .. } => Reason::ResponseTimeout,

@@ -53,6 +53,8 @@ pub struct DestinationKey {
 /// One destination service.
 pub struct Destination {
     key: DestinationKey,
+    /// Where its endpoints come from.
+    source: Source,
     stack: Stack,
     endpoints: Arc<EndpointSet>,
     limits: Arc<Limits>,
@@ -62,11 +64,14 @@ pub struct Destination {
 
 impl Destination {
     /// Builds a destination; mesh endpoints must prove `key.identity`
-    /// with certificates from `creds`.
+    /// with certificates from `creds`. `replaces`, the destination of the
+    /// same name in the config before a reload, lends the endpoints its DNS
+    /// lookups found when the lookup is the same.
     pub fn new(
         key: DestinationKey,
         creds: Option<&Arc<CredentialStore>>,
         metrics: &Metrics,
+        replaces: Option<&Destination>,
     ) -> Result<Self, BuildError> {
         let config = &key.config;
         let service = key.name.to_string();
@@ -82,7 +87,13 @@ impl Destination {
             }
             None => Source::Static(config.endpoints.iter().map(|a| *a.get()).collect()),
         };
-        let endpoints = EndpointSet::new(&source, make);
+        let known: Vec<SocketAddr> = match replaces {
+            Some(old) if old.source == source => {
+                old.endpoints.endpoints().iter().map(|e| e.addr()).collect()
+            }
+            _ => Vec::new(),
+        };
+        let endpoints = EndpointSet::new(&source, make, &known);
         let limits = Arc::new(Limits::new(
             config.limits.max_requests,
             config.limits.max_pending,
@@ -119,6 +130,7 @@ impl Destination {
         });
         Ok(Self {
             key,
+            source,
             stack,
             endpoints,
             limits,

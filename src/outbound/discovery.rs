@@ -54,8 +54,11 @@ pub struct EndpointSet {
 
 impl EndpointSet {
     /// The endpoints of `source`. A DNS source is resolved in the
-    /// background, at once and then every `refresh`.
-    pub fn new(source: &Source, make: MakeEndpoint) -> Arc<Self> {
+    /// background, at once and then every `refresh`; until it answers,
+    /// `known` (the addresses a destination it replaces had found, empty
+    /// for a new one) are in force, so a config reload while DNS is down
+    /// loses nothing.
+    pub fn new(source: &Source, make: MakeEndpoint, known: &[SocketAddr]) -> Arc<Self> {
         let (resolved, _) = watch::channel(false);
         match source {
             Source::Static(addrs) => {
@@ -73,17 +76,22 @@ impl EndpointSet {
                 host,
                 port,
                 refresh,
-            } => Arc::new_cyclic(|weak: &Weak<Self>| Self {
-                current: ArcSwap::from_pointee(Vec::new()),
-                resolved,
-                refresher: Some(tokio::spawn(refresh_loop(
-                    weak.clone(),
-                    host.clone(),
-                    *port,
-                    *refresh,
-                    make,
-                ))),
-            }),
+            } => {
+                let current: Vec<Arc<Endpoint>> =
+                    known.iter().map(|a| Arc::new(make(*a))).collect();
+                resolved.send_replace(!current.is_empty());
+                Arc::new_cyclic(|weak: &Weak<Self>| Self {
+                    current: ArcSwap::from_pointee(current),
+                    resolved,
+                    refresher: Some(tokio::spawn(refresh_loop(
+                        weak.clone(),
+                        host.clone(),
+                        *port,
+                        *refresh,
+                        make,
+                    ))),
+                })
+            }
         }
     }
 

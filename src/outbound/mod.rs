@@ -102,12 +102,11 @@ impl Outbound {
                 limits: server_limits,
                 tls,
             };
-            let kept = previous
-                .and_then(|p| p.destinations.iter().find(|d| *d.key() == key))
-                .cloned();
-            let destination = match kept {
-                Some(destination) => destination,
-                None => Arc::new(Destination::new(key, creds, metrics)?),
+            let before =
+                previous.and_then(|p| p.destinations.iter().find(|d| d.name() == &key.name));
+            let destination = match before {
+                Some(same) if *same.key() == key => same.clone(),
+                _ => Arc::new(Destination::new(key, creds, metrics, before.map(|d| &**d))?),
             };
             destinations.push(destination);
         }

@@ -27,7 +27,7 @@ pub use inspect::{metric, metric_sum, serial_of_file, served_serial, sum_matchin
 pub use load::Load;
 pub use mesh::Mesh;
 pub use pair::Pair;
-pub use sidecar::{Sidecar, SidecarConfig};
+pub use sidecar::{Launch, Sidecar, SidecarConfig};
 pub use test_app::TestApp;
 
 /// A loopback address that was free a moment ago (the OS picked it), for

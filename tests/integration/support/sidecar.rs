@@ -27,6 +27,7 @@ pub struct SidecarConfig {
     routes: String,
     extra: String,
     outbound_enabled: bool,
+    admin_listen: SocketAddr,
 }
 
 impl SidecarConfig {
@@ -54,7 +55,14 @@ impl SidecarConfig {
             routes: String::new(),
             extra: String::new(),
             outbound_enabled: false,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
+    }
+
+    /// The admin listener on `listen` (instead of a free loopback port).
+    pub fn admin_listen(mut self, listen: SocketAddr) -> Self {
+        self.admin_listen = listen;
+        self
     }
 
     /// Accept mesh traffic for the app at `app`.
@@ -111,12 +119,13 @@ impl SidecarConfig {
     /// The config file text.
     pub fn yaml(&self) -> String {
         let mut y = format!(
-            "service: {}\ntls:\n  ca: {}\n  cert: {}\n  key: {}\n{}admin:\n  listen: 127.0.0.1:0\nlog:\n  format: json\n",
+            "service: {}\ntls:\n  ca: {}\n  cert: {}\n  key: {}\n{}admin:\n  listen: {}\nlog:\n  format: json\n",
             self.service,
             path_str(&self.ca),
             path_str(&self.leaf.cert),
             path_str(&self.leaf.key),
             self.tls_extra,
+            self.admin_listen,
         );
         if let Some(app) = self.inbound_app {
             let listen = self
@@ -149,6 +158,86 @@ impl SidecarConfig {
     }
 }
 
+/// How to start the process, beyond its config: files bind-mounted over
+/// others and a small tmpfs, in a private mount namespace (needs root),
+/// and where stdout (the access log) goes instead of the pipe the test
+/// reads.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    binds: Vec<(PathBuf, PathBuf)>,
+    tmpfs: Option<(PathBuf, u64)>,
+    stdout: Option<PathBuf>,
+}
+
+impl Launch {
+    /// `source` appears at `target` (both files) for the sidecar only.
+    pub fn bind(mut self, source: &std::path::Path, target: &str) -> Self {
+        self.binds.push((source.to_owned(), target.into()));
+        self
+    }
+
+    /// An empty tmpfs of `bytes` on the folder `on`, for the sidecar only
+    /// (the test reaches it through `/proc/PID/root`).
+    pub fn tmpfs(mut self, on: &std::path::Path, bytes: u64) -> Self {
+        self.tmpfs = Some((on.to_owned(), bytes));
+        self
+    }
+
+    /// stdout goes to `path` (opened for appending, after the mounts), not
+    /// to the test: `/dev/full`, or a file on the tmpfs.
+    pub fn stdout_to(mut self, path: &std::path::Path) -> Self {
+        self.stdout = Some(path.to_owned());
+        self
+    }
+
+    fn private_mounts(&self) -> bool {
+        !self.binds.is_empty() || self.tmpfs.is_some()
+    }
+
+    /// The program to run with `run --config ...` appended.
+    fn command(&self) -> Command {
+        if !self.private_mounts() {
+            return Command::new(bin());
+        }
+        let quote = |p: &std::path::Path| format!("'{}'", path_str(p).replace('\'', "'\\''"));
+        let mut script = String::new();
+        for (source, target) in &self.binds {
+            script.push_str(&format!(
+                "mount --bind {} {} && ",
+                quote(source),
+                quote(target)
+            ));
+        }
+        if let Some((on, bytes)) = &self.tmpfs {
+            script.push_str(&format!(
+                "mount -t tmpfs -o size={bytes} tmpfs {} && ",
+                quote(on)
+            ));
+        }
+        script.push_str("exec \"$@\"");
+        if let Some(out) = &self.stdout {
+            script.push_str(&format!(" >>{}", quote(out)));
+        }
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "sh", "-c", &script, "sh", bin()]);
+        c
+    }
+
+    fn stdout(&self) -> Stdio {
+        match &self.stdout {
+            None => Stdio::piped(),
+            // Redirected by the shell, after the mounts.
+            Some(_) if self.private_mounts() => Stdio::null(),
+            Some(path) => std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+                .into(),
+        }
+    }
+}
+
 /// A running `pilotfish run` process; killed when dropped.
 pub struct Sidecar {
     child: Child,
@@ -173,62 +262,52 @@ impl Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("sidecar.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
-        Self::spawn(config_path, dir, None)
+        Self::spawn(config_path, dir, &Launch::default())
     }
 
     /// Starts a sidecar from a config file that the test manages.
     pub fn start_at(config_path: &std::path::Path) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::spawn(config_path.to_owned(), dir, None)
+        Self::spawn(config_path.to_owned(), dir, &Launch::default())
     }
 
     /// Starts a sidecar whose `/etc/hosts` is `hosts` (a file the test may
     /// rewrite in place), in a private mount namespace (needs root).
     pub fn start_with_hosts(config: &SidecarConfig, hosts: &std::path::Path) -> Self {
+        Self::launch(config, &Launch::default().bind(hosts, "/etc/hosts"))
+    }
+
+    /// Starts a sidecar the way `launch` says (bind mounts, a small
+    /// tmpfs, stdout elsewhere).
+    pub fn launch(config: &SidecarConfig, launch: &Launch) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("sidecar.yaml");
         std::fs::write(&config_path, config.yaml()).expect("write config");
-        Self::spawn(config_path, dir, Some(hosts.to_owned()))
+        Self::spawn(config_path, dir, launch)
     }
 
-    fn spawn(config_path: PathBuf, dir: tempfile::TempDir, hosts: Option<PathBuf>) -> Self {
+    fn spawn(config_path: PathBuf, dir: tempfile::TempDir, launch: &Launch) -> Self {
         let yaml = std::fs::read_to_string(&config_path).unwrap_or_default();
-        let mut command = match &hosts {
-            None => Command::new(bin()),
-            Some(hosts) => {
-                let mut c = Command::new("unshare");
-                c.args([
-                    "--mount",
-                    "sh",
-                    "-c",
-                    "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-                    path_str(hosts),
-                    bin(),
-                ]);
-                c
-            }
-        };
+        let mut command = launch.command();
         let mut child = command
             .args(["run", "--config", path_str(&config_path)])
             .env_remove("PILOTFISH_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(launch.stdout())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn pilotfish");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
-        for (stream, only) in [
-            (
-                Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
-                None,
-            ),
-            (
-                Box::new(child.stdout.take().expect("stdout")),
-                Some(stdout.clone()),
-            ),
-        ] {
+        let mut streams = vec![(
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+            None,
+        )];
+        if let Some(out) = child.stdout.take() {
+            streams.push((Box::new(out), Some(stdout.clone())));
+        }
+        for (stream, only) in streams {
             let logs = logs.clone();
             let tx = tx.clone();
             std::thread::spawn(move || {
