@@ -29,6 +29,7 @@ mod reload;
 mod resilience;
 mod rotation;
 mod shutdown;
+mod slow_clients;
 mod streaming;
 mod tls_scan;
 mod tracing;

@@ -27,6 +27,7 @@ pub struct SidecarConfig {
     routes: String,
     extra: String,
     outbound_enabled: bool,
+    outbound_extra: String,
     admin_listen: SocketAddr,
 }
 
@@ -55,6 +56,7 @@ impl SidecarConfig {
             routes: String::new(),
             extra: String::new(),
             outbound_enabled: false,
+            outbound_extra: String::new(),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -94,6 +96,13 @@ impl SidecarConfig {
         self.outbound_enabled = true;
         self.outbound
             .push((name.to_owned(), endpoints.to_vec(), extra.to_owned()));
+        self
+    }
+
+    /// Extra YAML lines under `outbound:` (2-space indent).
+    pub fn outbound_extra(mut self, yaml: &str) -> Self {
+        self.outbound_enabled = true;
+        self.outbound_extra.push_str(yaml);
         self
     }
 
@@ -137,7 +146,9 @@ impl SidecarConfig {
             ));
         }
         if self.outbound_enabled {
-            y.push_str("outbound:\n  listen: 127.0.0.1:0\n  services:\n");
+            y.push_str("outbound:\n  listen: 127.0.0.1:0\n");
+            y.push_str(&self.outbound_extra);
+            y.push_str("  services:\n");
             if self.outbound.is_empty() {
                 y.push_str("    {}\n");
             }
