@@ -7,6 +7,10 @@
 //!   connection's start, for the first request). [`HeadDeadline`], around
 //!   the connection's I/O, enforces it; hyper's own timer also counts the
 //!   idle time before a request, so it serves as the idle bound instead.
+//!   It also refuses a head with a bare LF line ending (RFC 9112 §2.2
+//!   allows a server to accept one; a proxy that does and forwards the
+//!   request normalised may disagree with a lenient app about where it
+//!   ends): the connection is closed and nothing is forwarded.
 //! - **Idle** (`http.idle_timeout`, 60 s): a connection with no request in
 //!   flight for this long is closed (HTTP/1.1) or sent GOAWAY (HTTP/2).
 //! - **Age** (`http.max_connection_age`, off): past it, the connection is
@@ -243,6 +247,55 @@ pub struct HeadDeadline<T> {
     mode: Mode,
     timer: Pin<Box<Sleep>>,
     armed: bool,
+    scan: HeadScan,
+}
+
+/// Where a request head's bytes are, for the bare-LF check: only head
+/// bytes are looked at (up to the blank line), never bodies.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadScan {
+    in_head: bool,
+    /// The head's last bytes so far (a line end may span two reads).
+    last: [u8; 3],
+}
+
+/// A request head used a bare LF as a line ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BareLf;
+
+impl HeadScan {
+    fn start(&mut self) {
+        *self = Self {
+            in_head: true,
+            last: [0; 3],
+        };
+    }
+
+    /// Looks at the next bytes of the connection: every LF of a head must
+    /// follow a CR; the head ends at the first CRLF CRLF.
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), BareLf> {
+        if !self.in_head {
+            return Ok(());
+        }
+        let before = |i: usize, back: usize| match i.checked_sub(back) {
+            Some(j) => bytes[j],
+            None => self.last[3 - (back - i)],
+        };
+        for lf in memchr::memchr_iter(b'\n', bytes) {
+            if before(lf, 1) != b'\r' {
+                return Err(BareLf);
+            }
+            if before(lf, 2) == b'\n' && before(lf, 3) == b'\r' {
+                self.in_head = false; // the blank line: a body may follow
+                return Ok(());
+            }
+        }
+        // Keep the last three bytes for the next read.
+        let keep = bytes.len().min(3);
+        self.last.rotate_left(keep);
+        self.last[3 - keep..].copy_from_slice(&bytes[bytes.len() - keep..]);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +330,10 @@ impl<T> HeadDeadline<T> {
             mode,
             timer: Box::pin(tokio::time::sleep(header_read)),
             armed: mode != Mode::Http2,
+            scan: HeadScan {
+                in_head: mode != Mode::Http2,
+                last: [0; 3],
+            },
         }
     }
 
@@ -285,7 +342,7 @@ impl<T> HeadDeadline<T> {
         &self.inner
     }
 
-    fn saw(&mut self, bytes: &[u8]) {
+    fn saw(&mut self, bytes: &[u8]) -> Result<(), BareLf> {
         if self.mode == Mode::Unknown {
             let n = bytes.len().min(H2_PREFACE.len());
             self.mode = if bytes[..n] == H2_PREFACE[..n] {
@@ -296,11 +353,16 @@ impl<T> HeadDeadline<T> {
         }
         if self.mode == Mode::Http2 {
             self.armed = false;
-        } else if !self.armed && !self.activity.busy() {
+            self.scan.in_head = false;
+            return Ok(());
+        }
+        if !self.armed && !self.activity.busy() {
             self.armed = true;
+            self.scan.start();
             let deadline = Instant::now() + self.header_read;
             self.timer.as_mut().reset(deadline);
         }
+        self.scan.feed(bytes)
     }
 }
 
@@ -318,8 +380,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             let read = &buf.filled()[before..];
-            if !read.is_empty() {
-                this.saw(read);
+            if !read.is_empty() && this.saw(read).is_err() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a request head ends a line with a bare LF; CRLF is required",
+                )));
             }
             return polled;
         }
@@ -408,6 +473,46 @@ mod tests {
         let _request = activity.begin();
         let waited = tokio::time::timeout(Duration::from_secs(30), server.read(&mut buf)).await;
         assert!(waited.is_err(), "still waiting, not cut: {waited:?}");
+    }
+
+    #[test]
+    fn heads_must_end_their_lines_with_crlf_bodies_may_hold_anything() {
+        let scan = |pieces: &[&[u8]]| {
+            let mut scan = HeadScan::default();
+            scan.start();
+            pieces
+                .iter()
+                .try_for_each(|p| scan.feed(p))
+                .map(|()| scan.in_head)
+        };
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(scan(&[head]), Ok(false), "a whole head");
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n"]),
+            Ok(true),
+            "not yet ended"
+        );
+        assert_eq!(scan(&[b"GET / HTTP/1.1\nHost: x\r\n\r\n"]), Err(BareLf));
+        assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\n\n"]), Err(BareLf));
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na\nb"]),
+            Ok(false),
+            "a LF in the body is the body's business"
+        );
+        // Line ends split across reads, at every point.
+        for split in 1..head.len() {
+            let (a, b) = head.split_at(split);
+            assert_eq!(scan(&[a, b]), Ok(false), "split at {split}");
+        }
+        let bad = b"GET / HTTP/1.1\r\nHost: x\n\r\n";
+        for split in 1..bad.len() {
+            let (a, b) = bad.split_at(split);
+            assert_eq!(scan(&[a, b]), Err(BareLf), "split at {split}");
+        }
+        for (i, byte) in head.iter().enumerate() {
+            let pieces: Vec<&[u8]> = head.chunks(1).collect();
+            assert_eq!(scan(&pieces), Ok(false), "one byte at a time ({i}: {byte})");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -277,3 +277,32 @@ async fn redis_answering_nonsense_is_a_fallback_not_a_crash() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_with_bare_lf_line_ends_is_refused_and_forwards_nothing() {
+    let certs = Certs::new();
+    let app = TestApp::start().await;
+    let caller = to_plaintext(&certs, app.addr, "");
+    for head in [
+        &b"GET /echo HTTP/1.1\nHost: users\n\n"[..],
+        b"GET /echo HTTP/1.1\r\nHost: users\nX-Smuggled: 1\r\n\r\n",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(caller.outbound())
+            .await
+            .expect("connect");
+        tcp.write_all(head).await.expect("write");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "still open");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(!text.contains("200 OK"), "{text}");
+    }
+    assert!(app.seen().is_empty(), "forwarded: {:?}", app.seen().len());
+    // A body may hold bare LFs: it is the app's business.
+    let req = Request::post("/echo")
+        .header("host", "users")
+        .body(body("line one\nline two\n"))
+        .expect("request");
+    let response = collect(send_h1(caller.outbound(), req).await).await;
+    assert_eq!(response.status, 200);
+}
