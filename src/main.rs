@@ -122,6 +122,7 @@ fn main() -> ExitCode {
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let (config, digest) = config::load_file(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let log = telemetry::init(&config.log.level, config.log.format);
+    telemetry::log_panics();
     for warning in config::warnings(&config, path) {
         tracing::warn!("{warning}");
     }

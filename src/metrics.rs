@@ -89,7 +89,40 @@ fn register_process(registry: &Registry) -> Result<(), prometheus::Error> {
     };
     info.with_label_values(&[env!("CARGO_PKG_VERSION"), profile])
         .set(1);
+    registry.register(Box::new(RuntimeTasks::new()?))?;
     Ok(())
+}
+
+/// `pilotfish_runtime_tasks`: tasks alive in the async runtime (one per
+/// connection, request stream and background job), read when scraped: a
+/// count that grows without bound is a leak.
+struct RuntimeTasks {
+    gauge: prometheus::IntGauge,
+}
+
+impl RuntimeTasks {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            gauge: prometheus::IntGauge::new(
+                "pilotfish_runtime_tasks",
+                "Tasks alive in the async runtime: connections, HTTP/2 streams, background jobs.",
+            )?,
+        })
+    }
+}
+
+impl Collector for RuntimeTasks {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.gauge.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
+        self.gauge.collect()
+    }
 }
 
 fn register<C: Collector + Clone + 'static>(

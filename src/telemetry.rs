@@ -72,3 +72,23 @@ pub fn init(level: &str, format: LogFormat) -> LogControl {
         handle: installed.then_some(handle),
     }
 }
+
+/// Logs a panic as an error line in the log's own format (with where it
+/// happened) instead of a bare message on stderr. The panic then ends only
+/// the task it happened in, one connection's or one request's (see
+/// `panic` in Cargo.toml).
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        tracing::error!(%location, "a task panicked, and ended: {message}");
+    }));
+}
