@@ -171,17 +171,15 @@ impl http_body::Body for IdleBody {
                 Poll::Ready(frame)
             }
             Poll::Pending => {
-                let deadline = Instant::now() + this.idle;
+                let idle = this.idle;
                 let timer = match &mut this.timer {
                     Some(timer) => {
                         if std::mem::take(&mut this.moved) {
-                            timer.as_mut().reset(deadline);
+                            timer.as_mut().reset(Instant::now() + idle);
                         }
                         timer
                     }
-                    None => this
-                        .timer
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    None => this.timer.insert(Box::pin(tokio::time::sleep(idle))),
                 };
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyIdle(this.idle).into()))),
@@ -246,7 +244,12 @@ pub struct HeadDeadline<T> {
     header_read: Duration,
     mode: Mode,
     timer: Pin<Box<Sleep>>,
+    /// A request's headers are expected.
     armed: bool,
+    /// The timer is set for them. Set lazily, on the first wait: headers
+    /// usually arrive in the read that brings their first byte, and then
+    /// the timer is never touched.
+    timing: bool,
     scan: HeadScan,
 }
 
@@ -330,6 +333,7 @@ impl<T> HeadDeadline<T> {
             mode,
             timer: Box::pin(tokio::time::sleep(header_read)),
             armed: mode != Mode::Http2,
+            timing: mode != Mode::Http2,
             scan: HeadScan {
                 in_head: mode != Mode::Http2,
                 last: [0; 3],
@@ -358,9 +362,8 @@ impl<T> HeadDeadline<T> {
         }
         if !self.armed && !self.activity.busy() {
             self.armed = true;
+            self.timing = false;
             self.scan.start();
-            let deadline = Instant::now() + self.header_read;
-            self.timer.as_mut().reset(deadline);
         }
         self.scan.feed(bytes)
     }
@@ -387,6 +390,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
                 )));
             }
             return polled;
+        }
+        if polled.is_pending() && this.armed && !this.timing {
+            this.timing = true;
+            let deadline = Instant::now() + this.header_read;
+            this.timer.as_mut().reset(deadline);
         }
         if polled.is_pending() && this.armed && this.timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(std::io::Error::new(

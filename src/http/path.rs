@@ -34,8 +34,12 @@ pub fn normalize_request<B>(req: Request<B>) -> Result<Request<B>, ProxyError> {
 /// The normalized form of an absolute path (without the query);
 /// borrowed when the path is already normal.
 pub fn normalize(path: &str) -> Cow<'_, str> {
-    // The common case, checked without allocating.
-    if !path.contains('%') && !has_dot_segment(path) {
+    // The common case, checked without allocating: most paths have
+    // neither an escape nor a dot, and one SIMD scan says so.
+    let bytes = path.as_bytes();
+    if memchr::memchr2(b'%', b'.', bytes).is_none()
+        || (memchr::memchr(b'%', bytes).is_none() && !has_dot_segment(path))
+    {
         return Cow::Borrowed(path);
     }
     let decoded = decode_unreserved(path);
