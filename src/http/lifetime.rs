@@ -5,8 +5,8 @@
 //! - **Header read** (`http.header_read_timeout`, 10 s): an HTTP/1.1
 //!   request's headers must arrive within this of its first byte (of the
 //!   connection's start, for the first request). [`HeadDeadline`], around
-//!   the connection's I/O, enforces it; hyper's own timer also counts the
-//!   idle time before a request, so it serves as the idle bound instead.
+//!   the connection's I/O, enforces it (hyper's own timer, which counts the
+//!   idle time before a request as header time, is off).
 //!   It also refuses a head with a bare LF line ending (RFC 9112 §2.2
 //!   allows a server to accept one; a proxy that does and forwards the
 //!   request normalised may disagree with a lenient app about where it
@@ -243,13 +243,15 @@ pub struct HeadDeadline<T> {
     activity: Arc<Activity>,
     header_read: Duration,
     mode: Mode,
-    timer: Pin<Box<Sleep>>,
     /// A request's headers are expected.
     armed: bool,
-    /// The timer is set for them. Set lazily, on the first wait: headers
-    /// usually arrive in the read that brings their first byte, and then
-    /// the timer is never touched.
-    timing: bool,
+    /// Their timer, made on the first wait for them: headers usually
+    /// arrive in the read that brings their first byte, and then no timer
+    /// is made at all (nor kept, on an idle connection).
+    timer: Option<Pin<Box<Sleep>>>,
+    /// When the first request's headers are due (the connection's start
+    /// counts for them).
+    first_due: Option<Instant>,
     scan: HeadScan,
 }
 
@@ -331,9 +333,9 @@ impl<T> HeadDeadline<T> {
             activity,
             header_read,
             mode,
-            timer: Box::pin(tokio::time::sleep(header_read)),
             armed: mode != Mode::Http2,
-            timing: mode != Mode::Http2,
+            timer: None,
+            first_due: Some(Instant::now() + header_read),
             scan: HeadScan {
                 in_head: mode != Mode::Http2,
                 last: [0; 3],
@@ -362,7 +364,7 @@ impl<T> HeadDeadline<T> {
         }
         if !self.armed && !self.activity.busy() {
             self.armed = true;
-            self.timing = false;
+            self.timer = None;
             self.scan.start();
         }
         self.scan.feed(bytes)
@@ -377,7 +379,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.armed && this.activity.busy() {
-            this.armed = false; // the headers arrived: a request is in flight
+            // The headers arrived: a request is in flight.
+            this.armed = false;
+            this.timer = None;
+            this.first_due = None;
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -391,12 +396,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
             }
             return polled;
         }
-        if polled.is_pending() && this.armed && !this.timing {
-            this.timing = true;
-            let deadline = Instant::now() + this.header_read;
-            this.timer.as_mut().reset(deadline);
+        if !polled.is_pending() || !this.armed {
+            return polled;
         }
-        if polled.is_pending() && this.armed && this.timer.as_mut().poll(cx).is_ready() {
+        let header_read = this.header_read;
+        let first_due = this.first_due.take();
+        let timer = this.timer.get_or_insert_with(|| {
+            let due = first_due.unwrap_or_else(|| Instant::now() + header_read);
+            Box::pin(tokio::time::sleep_until(due))
+        });
+        if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(

@@ -59,15 +59,15 @@ impl HeaderLimits {
 
 /// A server builder for HTTP/1.1 and HTTP/2 with these header limits and
 /// the keep-alive settings of `http`. The header read, idle, age and body
-/// bounds are enforced around it ([`super::lifetime`]); hyper's HTTP/1.1
-/// header timer, which also counts the idle time before a request, is set
-/// to the idle timeout as a second bound.
+/// bounds are enforced around it ([`super::lifetime`]), so hyper's own
+/// HTTP/1.1 header timer, which would count the idle time before a request
+/// as header time (and keep a timer per idle connection), is off.
 pub fn builder(limits: HeaderLimits, http: &HttpConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(http.idle_timeout.0.max(http.header_read_timeout.0))
+        .header_read_timeout(None)
         // hyper needs at least 8 KiB; the config check enforces that.
         .max_buf_size(limits.max_bytes.max(8192));
     if let Some(max) = limits.h1_max_headers() {
