@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -85,9 +85,16 @@ pub struct H1Pool<D = Tcp> {
     addr: SocketAddr,
     settings: PoolSettings,
     dial: D,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<IdleList>,
     /// One permit per connection open or being dialled.
     slots: Arc<Semaphore>,
+}
+
+/// The idle connections, and whether a task closes them when they expire.
+#[derive(Debug, Default)]
+struct IdleList {
+    conns: Vec<Idle>,
+    reaping: bool,
 }
 
 #[derive(Debug)]
@@ -103,7 +110,7 @@ impl<D: Dial> H1Pool<D> {
             addr,
             settings,
             dial,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(IdleList::default()),
             slots: Arc::new(Semaphore::new(
                 settings.max_connections.min(Semaphore::MAX_PERMITS),
             )),
@@ -118,10 +125,7 @@ impl<D: Dial> H1Pool<D> {
 
     /// Idle connections waiting in the pool.
     pub fn idle_connections(&self) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.idle_list().conns.len()
     }
 
     /// Sends `req` (whose URI and headers are ready) on an idle connection,
@@ -181,10 +185,7 @@ impl<D: Dial> H1Pool<D> {
     /// The most recently used idle connection that is still good.
     async fn checkout(&self) -> Option<SendRequest<Body>> {
         loop {
-            let idle = {
-                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                idle.pop()?
-            };
+            let idle = { self.idle_list().conns.pop()? };
             if idle.sender.is_closed() || idle.expires <= Instant::now() {
                 continue; // dropping it closes the connection
             }
@@ -325,17 +326,52 @@ pub fn keep_alive_for(headers: &HeaderMap, idle_timeout: Duration) -> Option<Dur
 
 /// Where a connection goes back to: its pool, whatever it dials.
 trait Checkin: Send + Sync {
-    fn give_back(&self, sender: SendRequest<Body>, expires: Instant);
+    fn give_back(self: Arc<Self>, sender: SendRequest<Body>, expires: Instant);
 }
 
 impl<D: Dial> Checkin for H1Pool<D> {
-    fn give_back(&self, sender: SendRequest<Body>, expires: Instant) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    fn give_back(self: Arc<Self>, sender: SendRequest<Body>, expires: Instant) {
+        let mut idle = self.idle_list();
         let now = Instant::now();
-        idle.retain(|i| i.expires > now && !i.sender.is_closed());
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, expires });
+        idle.conns
+            .retain(|i| i.expires > now && !i.sender.is_closed());
+        if idle.conns.len() < MAX_IDLE {
+            idle.conns.push(Idle { sender, expires });
         }
+        if !std::mem::replace(&mut idle.reaping, true) {
+            tokio::spawn(reap(Arc::downgrade(&self)));
+        }
+    }
+}
+
+impl<D> H1Pool<D> {
+    fn idle_list(&self) -> std::sync::MutexGuard<'_, IdleList> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Closes a pool's idle connections as they expire, while it has any: an
+/// app that never closes idle connections itself must not keep the
+/// connections of a past peak open for good. Ends when the pool is empty
+/// (the next idle connection starts another) or gone.
+async fn reap<D: Dial>(pool: Weak<H1Pool<D>>) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = pool.idle_list();
+            let now = Instant::now();
+            // Dropping a connection's sender closes it.
+            idle.conns
+                .retain(|i| i.expires > now && !i.sender.is_closed());
+            match idle.conns.iter().map(|i| i.expires).min() {
+                Some(next) => next,
+                None => {
+                    idle.reaping = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 

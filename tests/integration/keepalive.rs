@@ -56,3 +56,56 @@ async fn an_advertised_keep_alive_timeout_is_respected() {
     }
     assert_eq!(upstream.connections(), 4);
 }
+
+/// After a burst of concurrent requests the pool holds that many idle
+/// connections; with no more traffic they are closed when they expire,
+/// toward the app (inbound) and toward a plaintext upstream (outbound).
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_pooled_connections_close_when_they_expire_without_traffic() {
+    let certs = Certs::new();
+    let app = TestApp::start().await;
+    let users = Sidecar::start(
+        &SidecarConfig::new("users", &certs)
+            .inbound(app.addr)
+            .inbound_extra("  idle_timeout: 2s\n"),
+    );
+    let direct = TestApp::start().await;
+    let orders = Sidecar::start(
+        &SidecarConfig::new("orders", &certs)
+            .service("users", &[users.inbound()], "")
+            .service(
+                "direct",
+                &[direct.addr],
+                "      transport: plaintext\n      idle_timeout: 2s\n",
+            ),
+    );
+    let burst = |host: &'static str| {
+        let outbound = orders.outbound();
+        (0..8).map(move |_| {
+            tokio::spawn(async move {
+                collect(send_h1(outbound, get(host, "/slow?ms=300")).await)
+                    .await
+                    .status
+            })
+        })
+    };
+    for request in burst("users").chain(burst("direct")).collect::<Vec<_>>() {
+        assert_eq!(request.await.expect("request"), 200);
+    }
+    assert!(app.open_connections() >= 4, "{}", app.open_connections());
+    assert!(
+        direct.open_connections() >= 4,
+        "{}",
+        direct.open_connections()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.open_connections() + direct.open_connections() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still open: {} to the app, {} to the upstream",
+            app.open_connections(),
+            direct.open_connections()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -44,6 +44,7 @@ pub struct TestApp {
     seen: Arc<Mutex<Vec<Seen>>>,
     client_serials: Arc<Mutex<Vec<String>>>,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -78,7 +79,9 @@ impl TestApp {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let client_serials = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let (seen2, serials2, count) = (seen.clone(), client_serials.clone(), connections.clone());
+        let open2 = open.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -86,7 +89,9 @@ impl TestApp {
                 };
                 count.fetch_add(1, Ordering::Relaxed);
                 let (seen, serials, tls) = (seen2.clone(), serials2.clone(), tls.clone());
+                let open = OpenGuard::new(&open2);
                 tokio::spawn(async move {
+                    let _open = open;
                     match tls {
                         None => serve(Box::new(tcp), seen, mode).await,
                         Some(tls) => {
@@ -114,6 +119,7 @@ impl TestApp {
             seen,
             client_serials,
             connections,
+            open,
             task,
         }
     }
@@ -121,6 +127,11 @@ impl TestApp {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Serials of the client certificates presented so far (TLS only).
@@ -142,6 +153,22 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
