@@ -239,6 +239,13 @@ impl Outbound {
             }
         }
         let (mut parts, body) = req.into_parts();
+        if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
+            // A request without Host went to a catch-all route: the
+            // upstream gets the destination's name, as any other would.
+            if let Ok(host) = http::HeaderValue::from_str(destination.name().as_str()) {
+                parts.headers.insert(http::header::HOST, host);
+            }
+        }
         let app_spoke_http1 = parts.version != Version::HTTP_2;
         headers::strip_hop_by_hop(&mut parts.headers);
         // Only a sidecar may say what protocol the app spoke, count
@@ -283,13 +290,22 @@ impl Outbound {
                 limit: self.limits.max_count,
             });
         }
-        let target = Target::of(req)?;
-        let found =
-            self.routes
-                .find(&target, req.uri().path())
+        let path = req.uri().path();
+        let found = match Target::of(req) {
+            Ok(target) => self
+                .routes
+                .find(&target, path)
                 .ok_or_else(|| ProxyError::NoRoute {
                     host: target.host.clone().into_owned(),
-                })?;
+                })?,
+            // No Host at all (HTTP/1.0): only a catch-all route (`*`) can
+            // say where it goes.
+            Err(ProxyError::NoAuthority) => self
+                .routes
+                .find_any_host(path)
+                .ok_or(ProxyError::NoAuthority)?,
+            Err(err) => return Err(err),
+        };
         let policy = match found.route {
             Some(route) => &self.route_policies[route],
             None => &self.defaults[found.destination],

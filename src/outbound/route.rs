@@ -194,6 +194,16 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// The catch-all route (`*`) for a request that names no host at all.
+    pub fn find_any_host(&self, path: &str) -> Option<RouteMatch> {
+        self.any_host
+            .iter()
+            .find(|e| e.port.is_none() && prefix_matches(&e.prefix, path))
+            .map(|e| e.target)
+    }
+}
+
 /// Whole-segment prefix match: `/users` matches `/users`, `/users/`,
 /// `/users/7` and `/users?x`, but not `/usersx`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {

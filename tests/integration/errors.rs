@@ -286,3 +286,31 @@ async fn large_headers_pass_up_to_64k_and_get_431_beyond_on_both_protocols() {
         .expect("request");
     assert_eq!(send_h2c(orders.outbound(), req).await.status(), 431);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_with_no_host_goes_to_the_catch_all_route_when_there_is_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Certs::new();
+    let legacy = TestApp::start().await;
+    let orders = Sidecar::start(
+        &SidecarConfig::new("orders", &certs)
+            .service("legacy", &[legacy.addr], "      transport: plaintext\n")
+            .routes("    - { host: \"*\", service: legacy }\n"),
+    );
+    let mut tcp = tokio::net::TcpStream::connect(orders.outbound())
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /echo HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    let seen = legacy.last();
+    assert_eq!(seen.path, "/echo");
+    assert_eq!(
+        seen.headers["host"], "legacy",
+        "the upstream is told where it is"
+    );
+}
