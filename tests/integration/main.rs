@@ -16,6 +16,7 @@ mod examples;
 mod faults;
 mod grpc;
 mod hardening;
+mod infra;
 mod keepalive;
 mod link;
 mod mtls;

@@ -12,10 +12,14 @@ pub mod mesh;
 pub mod origins;
 pub mod otlp;
 pub mod pair;
+pub mod postgres;
+pub mod process_tree;
 pub mod prometheus;
+pub mod rabbitmq;
 pub mod redis;
 pub mod sidecar;
 pub mod test_app;
+pub mod websocket;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
