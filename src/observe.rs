@@ -286,6 +286,16 @@ impl Exchange {
         })
     }
 
+    /// Stamps the ids on the response that opens a tunnel (101, or 200 to
+    /// a CONNECT); the span and the log line wait for the tunnel's end.
+    pub fn into_tunnel(mut self, mut response: Response<Body>) -> (Response<Body>, TunnelRecord) {
+        self.observer.ids.stamp(response.headers_mut(), &self.ids);
+        self.status = response.status().as_u16();
+        self.span
+            .set("http.response.status_code", i64::from(self.status));
+        (response, TunnelRecord(Box::new(self)))
+    }
+
     /// Ends the span and writes the log line.
     fn record(mut self, bytes_out: u64, gone: bool) {
         if gone && self.labels.error.is_none() {
@@ -325,6 +335,26 @@ impl Exchange {
             error: labels.error.as_deref(),
         };
         self.observer.access_log.write(&entry);
+    }
+}
+
+/// An exchange whose response opened a tunnel: recorded when the tunnel
+/// ends, with what it carried each way and how long it lived.
+#[derive(Debug)]
+pub struct TunnelRecord(Box<Exchange>);
+
+impl TunnelRecord {
+    /// The tunnel ended after carrying `sent` bytes from the client and
+    /// `received` back; `error` says why, when it did not simply close.
+    pub fn done(self, sent: u64, received: u64, error: Option<&'static str>) {
+        let mut exchange = *self.0;
+        exchange.bytes_in = Some(Arc::new(AtomicU64::new(sent)));
+        if let Some(error) = error
+            && exchange.labels.error.is_none()
+        {
+            exchange.failed(error);
+        }
+        exchange.record(received, false);
     }
 }
 

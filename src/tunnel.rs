@@ -3,6 +3,12 @@
 //! TCP. Half-close is carried: when one side ends its writing, the other
 //! side's write half is shut down and bytes keep flowing the other way. A
 //! tunnel in which no byte moves for `idle` is closed.
+//!
+//! [`spawn`] runs one in its own task, once both sides are ready (an HTTP
+//! upgrade completes after the 101 has been sent), counts it, and writes
+//! its access log line when it ends. It holds a drain watch: a drain waits
+//! for open tunnels, up to the drain timeout. A config reload leaves them
+//! alone.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,8 +16,151 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tracing::debug;
+
+use crate::drain;
+use crate::metrics::{TunnelLabels, TunnelMetrics};
+use crate::observe::TunnelRecord;
+
+/// A stream a tunnel carries: a socket, a TLS stream, an upgraded HTTP
+/// connection, a stream of the HTTP/2 link.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// One side of a tunnel: open already, or an HTTP upgrade that completes
+/// once its response has been sent.
+pub enum Side {
+    /// Connected.
+    Open(BoxIo),
+    /// Waiting for hyper to hand over the connection.
+    Upgrade(OnUpgrade),
+}
+
+impl Side {
+    async fn open(self) -> Result<BoxIo, hyper::Error> {
+        match self {
+            Self::Open(io) => Ok(io),
+            Self::Upgrade(upgrade) => Ok(Box::new(TokioIo::new(upgrade.await?))),
+        }
+    }
+}
+
+/// A tunnel agreed on and not yet running: what a handler returns beside
+/// the response that opens it.
+pub struct Pending {
+    /// The client's side.
+    pub client: Side,
+    /// The upstream's side.
+    pub upstream: Side,
+    /// `websocket`, `upgrade`, `connect` or `opaque`.
+    pub kind: &'static str,
+}
+
+/// A drain watch a listener lends to requests that may open a tunnel, so
+/// the drain waits for the tunnel (a request's connection ends when it is
+/// upgraded).
+#[derive(Debug, Clone)]
+pub struct Lent(pub drain::Watch);
+
+/// Whose tunnel it is, for its metrics and log line.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// The destination, or this service.
+    pub service: Arc<str>,
+}
+
+/// Where a tunnel reports, and how long it may sit idle.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Its metrics.
+    pub metrics: TunnelMetrics,
+    /// No byte either way for this long closes it.
+    pub idle: Duration,
+}
+
+/// The kind of an upgrade, by its `Upgrade` token: only names from a fixed
+/// set, so metric labels stay bounded.
+pub fn upgrade_kind(token: &[u8]) -> &'static str {
+    if token.eq_ignore_ascii_case(b"websocket") {
+        "websocket"
+    } else {
+        "upgrade"
+    }
+}
+
+impl Pending {
+    /// Runs the tunnel in its own task; `watch` holds a drain open until it
+    /// ends.
+    pub fn spawn(
+        self,
+        labels: Labels,
+        settings: Settings,
+        record: Option<TunnelRecord>,
+        watch: Option<drain::Watch>,
+    ) {
+        tokio::spawn(run(self, labels, settings, record, watch));
+    }
+}
+
+async fn run(
+    pending: Pending,
+    labels: Labels,
+    settings: Settings,
+    record: Option<TunnelRecord>,
+    _watch: Option<drain::Watch>,
+) {
+    let Pending {
+        client,
+        upstream,
+        kind,
+    } = pending;
+    let metric_labels = TunnelLabels {
+        direction: labels.direction,
+        service: &labels.service,
+        kind,
+    };
+    let (client, upstream) = tokio::join!(client.open(), upstream.open());
+    let (client, upstream) = match (client, upstream) {
+        (Ok(client), Ok(upstream)) => (client, upstream),
+        (Err(e), _) | (_, Err(e)) => {
+            debug!(service = %labels.service, kind, error = %e, "tunnel never opened");
+            if let Some(record) = record {
+                record.done(0, 0, Some("tunnel-reset"));
+            }
+            return;
+        }
+    };
+    settings.metrics.opened(metric_labels);
+    let started = Instant::now();
+    let carried = splice(client, upstream, settings.idle, std::future::pending()).await;
+    debug!(
+        service = %labels.service,
+        kind,
+        sent = carried.sent,
+        received = carried.received,
+        end = carried.end.as_str(),
+        "tunnel closed"
+    );
+    settings.metrics.closed(
+        metric_labels,
+        carried.end.as_str(),
+        (carried.sent, carried.received),
+        started.elapsed(),
+    );
+    if let Some(record) = record {
+        record.done(carried.sent, carried.received, carried.end.error());
+    }
+}
 
 /// How a tunnel ended, and what it carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +187,17 @@ pub enum End {
 }
 
 impl End {
+    /// The error an access log line and a span show for a tunnel that did
+    /// not simply close.
+    pub fn error(self) -> Option<&'static str> {
+        match self {
+            Self::Closed => None,
+            Self::Idle => Some("tunnel-idle"),
+            Self::Error => Some("tunnel-reset"),
+            Self::Shutdown => Some("shutdown"),
+        }
+    }
+
     /// A short name, for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

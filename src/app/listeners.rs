@@ -24,6 +24,8 @@ pub enum Role {
     Inbound,
     /// Plain HTTP from the app.
     Outbound,
+    /// Raw TCP from the app for an opaque destination (its `listen`).
+    Opaque,
 }
 
 impl Role {
@@ -33,6 +35,7 @@ impl Role {
             Self::Admin => "admin",
             Self::Inbound => "inbound",
             Self::Outbound => "outbound",
+            Self::Opaque => "opaque",
         }
     }
 }
@@ -60,7 +63,7 @@ struct Running {
 #[derive(Debug, Default)]
 pub struct Prepared {
     bound: Vec<(Role, SocketAddr, TcpListener)>,
-    stop: Vec<Role>,
+    stop: Vec<(Role, SocketAddr)>,
 }
 
 /// The running accept loops.
@@ -97,7 +100,7 @@ impl Listeners {
                 .iter()
                 .any(|&(role, addr)| role == running.role && addr == running.configured);
             if !kept {
-                prepared.stop.push(running.role);
+                prepared.stop.push((running.role, running.configured));
             }
         }
         Ok(prepared)
@@ -107,10 +110,10 @@ impl Listeners {
     /// connections carry on) and starts the new ones.
     pub fn commit(&mut self, prepared: Prepared, ctx: &Context) {
         self.running.retain(|running| {
-            let stop = prepared.stop.contains(&running.role);
+            let stop = prepared.stop.contains(&(running.role, running.configured));
             if stop {
                 running.task.abort();
-                info!(listener = running.role.name(), "stopped listening");
+                info!(listener = running.role.name(), addr = %running.configured, "stopped listening");
             }
             !stop
         });
@@ -128,6 +131,13 @@ impl Listeners {
                 )),
                 Role::Outbound => tokio::spawn(serve::accept_outbound(
                     listener,
+                    ctx.live.clone(),
+                    ctx.watch.clone(),
+                    ctx.connections.for_listener(role.name()),
+                )),
+                Role::Opaque => tokio::spawn(serve::accept_opaque(
+                    listener,
+                    configured,
                     ctx.live.clone(),
                     ctx.watch.clone(),
                     ctx.connections.for_listener(role.name()),
@@ -166,6 +176,11 @@ fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
     }
     if let Some(outbound) = &config.outbound {
         wanted.push((Role::Outbound, *outbound.listen));
+        for dst in outbound.services.values() {
+            if let Some(listen) = &dst.listen {
+                wanted.push((Role::Opaque, *listen.get()));
+            }
+        }
     }
     wanted
 }

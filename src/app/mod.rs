@@ -136,7 +136,9 @@ impl App {
 
         // The admin port keeps answering (/ready says "draining") until exit.
         self.admin.set_phase(Phase::Draining);
-        listeners.stop(&[Role::Inbound, Role::Outbound]).await;
+        listeners
+            .stop(&[Role::Inbound, Role::Outbound, Role::Opaque])
+            .await;
         drop(ctx); // with the accept loops, every watch but the connections'
         let drain_timeout = self.live.load().config.shutdown.drain_timeout.0;
         let open = drain.open();

@@ -15,11 +15,12 @@ use tracing::debug;
 
 use super::Live;
 use crate::drain;
-use crate::http::lifetime::{self, Activity, HeadDeadline};
+use crate::http::lifetime::{self, Activity, HeadDeadline, InFlight};
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::listener::{Metered, accept_loop, admit, tune};
 use crate::metrics::ListenerCounters;
 use crate::tls::ALPN_H2;
+use crate::tunnel::Lent;
 
 /// Accepts app connections until aborted, up to the outbound listener's
 /// `max_connections`.
@@ -59,6 +60,33 @@ pub async fn accept_inbound(
     .await;
 }
 
+/// Accepts the app's raw TCP connections for the opaque destination
+/// listening at `configured`, up to the outbound listener's
+/// `max_connections`.
+pub async fn accept_opaque(
+    listener: TcpListener,
+    configured: SocketAddr,
+    live: Live,
+    watch: drain::Watch,
+    counters: ListenerCounters,
+) {
+    accept_loop(&listener, "opaque", |tcp, addr| {
+        let Some(outbound) = live.outbound() else {
+            return;
+        };
+        if !admit(&counters, outbound.max_connections(), "opaque") {
+            return;
+        }
+        tune(&tcp);
+        let tcp = Metered::new(tcp, counters.clone());
+        let watch = watch.clone();
+        tokio::spawn(async move {
+            outbound.carry(Box::new(tcp), addr, configured, watch).await;
+        });
+    })
+    .await;
+}
+
 async fn serve_outbound(
     tcp: Metered<TcpStream>,
     addr: SocketAddr,
@@ -73,17 +101,21 @@ async fn serve_outbound(
     let activity = Activity::new();
     let io = HeadDeadline::new(tcp, activity.clone(), timeouts.header_read, None);
     let requests = activity.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
+    let lend = watch.clone();
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let in_flight = requests.begin();
+        lend_for_tunnel(&mut req, &lend);
         let current = live.outbound();
         // Boxed: hyper keeps a slot of the future's size for every
         // connection (HTTP/1) and moves it into a task per stream (HTTP/2);
         // a pointer is cheaper to keep idle and to move.
         Box::pin(async move {
+            let connect = req.method() == http::Method::CONNECT;
             let response = match current {
                 Some(outbound) => outbound.handle(req, addr).await,
                 None => not_serving(Direction::Outbound, &req),
             };
+            switched(&response, connect, &in_flight);
             Ok::<_, Infallible>(lifetime::until_sent(
                 response,
                 in_flight,
@@ -91,7 +123,9 @@ async fn serve_outbound(
             ))
         })
     });
-    let connection = outbound.http().serve_connection(TokioIo::new(io), service);
+    let connection = outbound
+        .http()
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = lifetime::supervise(connection, &activity, timeouts, watch).await {
         debug!(peer = %addr, error = %e, "outbound connection ended with an error");
     }
@@ -110,16 +144,20 @@ async fn serve_inbound(tcp: Metered<TcpStream>, addr: SocketAddr, live: Live, wa
     let http2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     let io = HeadDeadline::new(stream, activity.clone(), timeouts.header_read, Some(http2));
     let requests = activity.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
+    let lend = watch.clone();
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let in_flight = requests.begin();
+        lend_for_tunnel(&mut req, &lend);
         let current = live.inbound();
         let peer = peer.clone();
         // Boxed, as on the outbound side.
         Box::pin(async move {
+            let connect = req.method() == http::Method::CONNECT;
             let response = match current {
                 Some(inbound) => inbound.handle(req, &peer).await,
                 None => not_serving(Direction::Inbound, &req),
             };
+            switched(&response, connect, &in_flight);
             Ok::<_, Infallible>(lifetime::until_sent(
                 response,
                 in_flight,
@@ -127,9 +165,29 @@ async fn serve_inbound(tcp: Metered<TcpStream>, addr: SocketAddr, live: Live, wa
             ))
         })
     });
-    let connection = inbound.http().serve_connection(TokioIo::new(io), service);
+    let connection = inbound
+        .http()
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = lifetime::supervise(connection, &activity, timeouts, watch).await {
         debug!(peer = %addr, error = %e, "inbound connection ended with an error");
+    }
+}
+
+/// Tells the connection's guard when a response switches it to a tunnel
+/// (a 101; a CONNECT's 2xx on HTTP/1.1): its bytes are no longer heads.
+fn switched(response: &Response<Body>, connect: bool, in_flight: &InFlight) {
+    let status = response.status();
+    if status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+        in_flight.activity().switch();
+    }
+}
+
+/// Lends the connection's drain watch to a request that may open a tunnel
+/// (a CONNECT, an upgrade): an upgraded connection's own serving ends at
+/// the switch, and the tunnel must keep the drain waiting instead.
+fn lend_for_tunnel(req: &mut Request<Incoming>, watch: &drain::Watch) {
+    if req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE) {
+        req.extensions_mut().insert(Lent(watch.clone()));
     }
 }
 

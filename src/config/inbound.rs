@@ -43,6 +43,12 @@ pub struct InboundConfig {
     /// is closed at accept and counted.
     #[serde(default = "super::defaults::max_client_connections")]
     pub max_connections: Located<usize>,
+    /// Ports on the app's host (its address in `app`) that callers may
+    /// open raw TCP connections to through the mesh: a database, a broker
+    /// beside or instead of an HTTP app. The authorization rules decide
+    /// who may (rules with `ports`, or with no paths and methods).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opaque_ports: Vec<Located<u16>>,
     /// Who may call the app. Absent: any identity of the trust domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationConfig>,
@@ -91,6 +97,11 @@ pub struct AuthorizationRule {
     /// Methods (`GET`, `POST`, ...). Default: every method.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<Located<String>>,
+    /// For raw TCP connections (`inbound.opaque_ports`): the ports this
+    /// rule opens. A rule with `ports` admits only such connections; a
+    /// rule with neither paths, methods nor ports admits everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Located<u16>>,
 }
 
 /// A set of caller identities. `*` in a value matches any characters

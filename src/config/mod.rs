@@ -149,6 +149,11 @@ pub struct HttpConfig {
     /// (default 5m, as Envoy's stream idle timeout).
     #[serde(default = "defaults::body_idle_timeout")]
     pub body_idle_timeout: HumanDuration,
+    /// A tunnel (an upgraded connection such as a WebSocket, a CONNECT
+    /// tunnel, an opaque TCP connection) in which no byte moves for this
+    /// long is closed (default 1h, as Envoy's TCP proxy).
+    #[serde(default = "defaults::tunnel_idle_timeout")]
+    pub tunnel_idle_timeout: HumanDuration,
     /// HTTP/2 clients are pinged this often while connected, and dropped
     /// when a ping goes unanswered for as long (default 20s), so a peer
     /// that vanished without a FIN is noticed.
@@ -165,6 +170,7 @@ impl Default for HttpConfig {
             idle_timeout: defaults::idle_timeout(),
             max_connection_age: None,
             body_idle_timeout: defaults::body_idle_timeout(),
+            tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
             h2_keepalive: defaults::h2_keepalive(),
         }
     }
@@ -178,6 +184,7 @@ impl HttpConfig {
             idle: self.idle_timeout.0,
             max_age: self.max_connection_age.map(|age| age.0),
             body_idle: self.body_idle_timeout.0,
+            tunnel_idle: self.tunnel_idle_timeout.0,
         }
     }
 }
@@ -312,6 +319,9 @@ mod defaults {
     /// quiet by nature (server-sent events, gRPC streams).
     pub fn body_idle_timeout() -> HumanDuration {
         HumanDuration::from_secs(300)
+    }
+    pub fn tunnel_idle_timeout() -> HumanDuration {
+        HumanDuration::from_secs(3600)
     }
     pub fn h2_keepalive() -> HumanDuration {
         HumanDuration::from_secs(20)

@@ -65,9 +65,22 @@ pub struct DestinationConfig {
     /// `http1` or `http2` (h2c). `mtls`, the link between the sidecars:
     /// `auto` or `http2` (one multiplexed HTTP/2 connection, the default)
     /// or `http1` (pooled HTTP/1.1 keep-alive connections; an HTTP/2
-    /// caller's requests go as HTTP/1.1).
+    /// caller's requests go as HTTP/1.1). `opaque`: not HTTP at all (a
+    /// database, a broker): each connection is carried as raw bytes, over
+    /// the mTLS link to the far sidecar (`mtls`) or straight to an
+    /// endpoint (`plaintext`).
     #[serde(default)]
     pub protocol: Located<UpstreamProtocol>,
+    /// For `protocol: opaque`: a local address the app connects to for
+    /// this destination (`127.0.0.1:6379`); every connection to it is
+    /// carried to one of the destination's endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Located<SocketAddr>>,
+    /// For `protocol: opaque` over `mtls`: the port on the far sidecar's
+    /// host the connections go to (one of its `inbound.opaque_ports`).
+    /// Default: the port of `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Located<u16>>,
     /// Longest wait for TCP connect plus TLS handshake (default 1s).
     #[serde(default = "super::defaults::connect_timeout")]
     pub connect_timeout: HumanDuration,
@@ -110,6 +123,8 @@ impl Default for DestinationConfig {
     /// No endpoints, every other field at its default.
     fn default() -> Self {
         Self {
+            listen: None,
+            port: None,
             endpoints: Vec::new(),
             dns: None,
             dns_refresh: super::defaults::dns_refresh(),
@@ -176,6 +191,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// Always HTTP/2 over cleartext (prior knowledge).
     Http2,
+    /// Not HTTP: raw bytes, one connection at a time (destinations only).
+    Opaque,
 }
 
 impl UpstreamProtocol {
@@ -189,7 +206,7 @@ impl UpstreamProtocol {
             Self::Auto if !caller_spoke_http1 && arrived == http::Version::HTTP_2 => {
                 http::Version::HTTP_2
             }
-            Self::Auto => http::Version::HTTP_11,
+            Self::Auto | Self::Opaque => http::Version::HTTP_11,
         }
     }
 }

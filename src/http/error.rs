@@ -138,6 +138,10 @@ pub enum Reason {
     NoEndpoints,
     /// A rate limit refused the request.
     RateLimited,
+    /// The far sidecar refused a tunnel (CONNECT, opaque TCP).
+    TunnelRefused,
+    /// No destination of the config answers to a CONNECT's host.
+    TunnelNotAllowed,
 }
 
 impl Reason {
@@ -162,6 +166,8 @@ impl Reason {
             Self::BreakerOpen => "breaker-open",
             Self::NoEndpoints => "no-endpoints",
             Self::RateLimited => "rate-limited",
+            Self::TunnelRefused => "tunnel-refused",
+            Self::TunnelNotAllowed => "tunnel-not-allowed",
         }
     }
 
@@ -171,7 +177,7 @@ impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::TunnelNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -182,7 +188,9 @@ impl Reason {
             | Self::Overloaded
             | Self::BreakerOpen
             | Self::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TlsFailed | Self::PeerIdentity | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::TlsFailed | Self::PeerIdentity | Self::UpstreamReset | Self::TunnelRefused => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::ConnectTimeout | Self::ResponseTimeout | Self::AttemptTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -306,6 +314,22 @@ pub enum ProxyError {
         /// The destination.
         service: String,
     },
+    /// The far sidecar answered a tunnel's CONNECT with an error.
+    #[error("{addr} refused the tunnel: {status}{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    TunnelRefused {
+        /// The far sidecar.
+        addr: SocketAddr,
+        /// Its answer.
+        status: StatusCode,
+        /// Its `pilotfish-error`, if it gave one.
+        reason: Option<String>,
+    },
+    /// A CONNECT to a host no destination answers to.
+    #[error("CONNECT to {host:?} is not allowed: no destination of this sidecar answers to it")]
+    TunnelNotAllowed {
+        /// The host asked for.
+        host: String,
+    },
     /// A rate limit refused the request.
     #[error("rate limit {limit:?} reached; retry in {}", humantime::format_duration(*wait))]
     RateLimited {
@@ -358,6 +382,8 @@ impl ProxyError {
             Self::BreakerOpen { .. } => Reason::BreakerOpen,
             Self::NoEndpoints { .. } => Reason::NoEndpoints,
             Self::RateLimited { .. } => Reason::RateLimited,
+            Self::TunnelRefused { .. } => Reason::TunnelRefused,
+            Self::TunnelNotAllowed { .. } => Reason::TunnelNotAllowed,
         }
     }
 
@@ -514,6 +540,8 @@ mod tests {
             Reason::BreakerOpen,
             Reason::NoEndpoints,
             Reason::RateLimited,
+            Reason::TunnelRefused,
+            Reason::TunnelNotAllowed,
         ];
         let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), all.len());

@@ -237,7 +237,9 @@ impl<D: Dial> H1Pool<D> {
             .await
             .map_err(|e| ProxyError::upstream(addr, e))?;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // An upgrade (a 101, or a CONNECT's 2xx) hands the connection
+            // to the tunnel instead of ending it.
+            if let Err(e) = connection.with_upgrades().await {
                 debug!(%addr, error = %e, "HTTP/1.1 connection ended");
             }
             drop(slot);
@@ -252,7 +254,14 @@ impl<D: Dial> H1Pool<D> {
         response: Response<Incoming>,
         sender: SendRequest<Body>,
     ) -> Response<Body> {
-        let keep = keep_alive_for(response.headers(), self.settings.idle_timeout);
+        // A connection that switched protocols is the tunnel's now.
+        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            || response
+                .extensions()
+                .get::<hyper::upgrade::OnUpgrade>()
+                .is_some();
+        let keep =
+            keep_alive_for(response.headers(), self.settings.idle_timeout).filter(|_| !switched);
         let (parts, body) = response.into_parts();
         let give_back = keep.map(|for_how_long| GiveBack {
             pool: self.clone() as Arc<dyn Checkin>,

@@ -50,6 +50,9 @@ pub struct Timeouts {
     pub max_age: Option<Duration>,
     /// Between two pieces of a body.
     pub body_idle: Duration,
+    /// With no byte either way through a tunnel (an upgraded connection,
+    /// CONNECT, opaque TCP).
+    pub tunnel_idle: Duration,
 }
 
 /// The requests in flight on one connection, shared by its requests, its
@@ -60,6 +63,9 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `start` to when the last request ended.
     quiet_since_ms: AtomicU64,
+    /// The connection switched protocols (an upgrade, a CONNECT): its
+    /// bytes are a tunnel's now, not requests.
+    switched: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -69,7 +75,14 @@ impl Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             quiet_since_ms: AtomicU64::new(0),
+            switched: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The connection is about to switch protocols (its response is a 101,
+    /// or a CONNECT's 2xx): from now on its bytes are not request heads.
+    pub fn switch(&self) {
+        self.switched.store(true, Ordering::Release);
     }
 
     /// A request's headers arrived; it is in flight until the guard drops.
@@ -96,6 +109,13 @@ impl Activity {
 /// A request in flight (see [`Activity::begin`]).
 #[derive(Debug)]
 pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// The connection's activity.
+    pub fn activity(&self) -> &Activity {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -378,6 +398,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadDeadline<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.mode != Mode::Http2 && this.activity.switched.load(Ordering::Acquire) {
+            this.mode = Mode::Http2; // not HTTP/1.1 heads any more: hands off
+            this.armed = false;
+            this.timer = None;
+        }
         if this.armed && this.activity.busy() {
             // The headers arrived: a request is in flight.
             this.armed = false;

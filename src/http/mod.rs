@@ -14,6 +14,7 @@ pub mod plain_client;
 pub mod replay;
 pub mod request_id;
 pub mod server;
+pub mod upgrade;
 pub mod uri;
 
 pub use body::{Body, BoxError};

@@ -80,6 +80,8 @@ pub fn builder(limits: HeaderLimits, http: &HttpConfig) -> auto::Builder<TokioEx
         // Bound the work a peer can cause with reset floods (CVE-2023-44487).
         .max_pending_accept_reset_streams(Some(20))
         .max_concurrent_streams(Some(1024))
+        // Upgrades (WebSockets) across the HTTP/2 mesh link (RFC 8441).
+        .enable_connect_protocol()
         // A peer gone without a FIN is noticed within two intervals.
         .keep_alive_interval(Some(http.h2_keepalive.0))
         .keep_alive_timeout(http.h2_keepalive.0);

@@ -1,6 +1,8 @@
 //! Authorization by caller identity, never by address: which workloads may
-//! call the app, for which paths and methods. [`Policy::decide`] is a pure
-//! function of the policy, the caller's SPIFFE id, the method and the path.
+//! call the app, for which paths and methods, and which may open raw TCP
+//! connections to which of its opaque ports. [`Policy::decide`] and
+//! [`Policy::decide_tunnel`] are pure functions of the policy and the
+//! caller's SPIFFE id with the method and path, or the port.
 
 use http::Method;
 
@@ -26,6 +28,8 @@ pub enum DenyReason {
     PathNotAllowed,
     /// Rules name the caller and path, but not this method.
     MethodNotAllowed,
+    /// Rules name the caller, but not this port (a raw TCP connection).
+    PortNotAllowed,
     /// The caller is outside this sidecar's trust domain.
     ForeignTrustDomain,
 }
@@ -37,6 +41,7 @@ impl DenyReason {
             Self::NoRuleForCaller => "no-rule-for-caller",
             Self::PathNotAllowed => "path-not-allowed",
             Self::MethodNotAllowed => "method-not-allowed",
+            Self::PortNotAllowed => "port-not-allowed",
             Self::ForeignTrustDomain => "foreign-trust-domain",
         }
     }
@@ -56,6 +61,8 @@ struct Rule {
     callers: Vec<Caller>,
     paths: Vec<PathMatch>,
     methods: Vec<Method>,
+    /// For raw TCP connections only: the ports it opens.
+    ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +128,7 @@ impl Policy {
                     callers,
                     paths,
                     methods,
+                    ports: rule.ports.iter().map(|p| *p.get()).collect(),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -144,8 +152,8 @@ impl Policy {
         // The most specific near miss, reported when nothing allows.
         let mut miss = DenyReason::NoRuleForCaller;
         for rule in &self.rules {
-            if !rule.callers.iter().any(|c| c.matches(caller, in_mesh)) {
-                continue;
+            if !rule.ports.is_empty() || !rule.callers.iter().any(|c| c.matches(caller, in_mesh)) {
+                continue; // a rule with ports is for raw TCP only
             }
             if !rule.paths.is_empty() && !rule.paths.iter().any(|p| p.matches(path)) {
                 miss = max_miss(miss, DenyReason::PathNotAllowed);
@@ -157,11 +165,39 @@ impl Policy {
             }
             return Decision::Allow(Some(&rule.name));
         }
+        self.no_rule(in_mesh, miss)
+    }
+}
+
+impl Policy {
+    /// The decision when no rule admits the caller: the default, or the
+    /// closest miss.
+    fn no_rule(&self, in_mesh: bool, miss: DenyReason) -> Decision<'_> {
         match self.default {
             DefaultPolicy::AllowMesh if in_mesh => Decision::Allow(None),
             _ if !in_mesh => Decision::Deny(DenyReason::ForeignTrustDomain),
             _ => Decision::Deny(miss),
         }
+    }
+
+    /// Decides a raw TCP connection to `port` (one of `opaque_ports`): a
+    /// rule admits it when it names the caller, has no paths or methods
+    /// (those are HTTP's), and names the port or no port at all.
+    pub fn decide_tunnel(&self, caller: &SpiffeId, port: u16) -> Decision<'_> {
+        let in_mesh = caller.trust_domain() == self.trust_domain;
+        let mut miss = DenyReason::NoRuleForCaller;
+        for rule in &self.rules {
+            if !rule.callers.iter().any(|c| c.matches(caller, in_mesh)) {
+                continue;
+            }
+            let for_tcp = rule.paths.is_empty() && rule.methods.is_empty();
+            if !for_tcp || !(rule.ports.is_empty() || rule.ports.contains(&port)) {
+                miss = DenyReason::PortNotAllowed;
+                continue;
+            }
+            return Decision::Allow(Some(&rule.name));
+        }
+        self.no_rule(in_mesh, miss)
     }
 }
 
@@ -331,6 +367,7 @@ mod tests {
                 .iter()
                 .map(|m| Located::new((*m).to_owned()))
                 .collect(),
+            ports: Vec::new(),
         })
     }
 
@@ -547,5 +584,62 @@ mod tests {
         assert!(glob("spiffe://td/ns/*/sa/*", "spiffe://td/ns/x/sa/y"));
         assert!(!glob("exact", "exactly"));
         assert!(glob("é*", "éa"));
+    }
+
+    #[test]
+    fn raw_tcp_connections_are_decided_by_caller_and_port() {
+        let mut cache = rule(
+            "orders-cache",
+            vec![caller(Some("orders"), None, None)],
+            &[],
+            &[],
+        )
+        .into_inner();
+        cache.ports = vec![Located::new(6379)];
+        let p = policy(
+            DefaultPolicy::Deny,
+            vec![
+                Located::new(cache),
+                rule(
+                    "batch-anything",
+                    vec![caller(None, Some("batch"), None)],
+                    &[],
+                    &[],
+                ),
+                rule(
+                    "reports-http",
+                    vec![caller(Some("reports"), None, None)],
+                    &["/r/*"],
+                    &[],
+                ),
+            ],
+        );
+        let allow = |name| Decision::Allow(Some(name));
+        assert_eq!(
+            p.decide_tunnel(&id("shop", "orders"), 6379),
+            allow("orders-cache")
+        );
+        assert_eq!(
+            p.decide_tunnel(&id("shop", "orders"), 5432),
+            Decision::Deny(DenyReason::PortNotAllowed)
+        );
+        assert_eq!(
+            p.decide_tunnel(&id("batch", "etl"), 5432),
+            allow("batch-anything")
+        );
+        assert_eq!(
+            p.decide_tunnel(&id("shop", "reports"), 6379),
+            Decision::Deny(DenyReason::PortNotAllowed),
+            "an HTTP rule opens no port"
+        );
+        assert_eq!(
+            p.decide_tunnel(&id("shop", "payments"), 6379),
+            Decision::Deny(DenyReason::NoRuleForCaller)
+        );
+        // A rule with ports admits no HTTP request.
+        assert_eq!(
+            p.decide(&id("shop", "orders"), &Method::GET, "/"),
+            Decision::Deny(DenyReason::NoRuleForCaller)
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! ```
 
 mod authz;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::http::lifetime::{self, Timeouts};
 use crate::http::outcome::{OUTCOME_HEADER, Outcome};
 use crate::http::plain_client::PlainClient;
 use crate::http::server::{self, HeaderLimits};
+use crate::http::upgrade;
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::identity::{ServiceName, SpiffeId};
 use crate::listener::Metered;
@@ -44,6 +46,7 @@ use crate::metrics::{Metrics, RequestLabels};
 use crate::observe::{Exchange, Observer};
 use crate::ratelimit::{RateLimits, Subject};
 use crate::tls::{CredentialStore, Derived, HandshakeFailure, TlsSettings};
+use crate::tunnel::{Pending, Side};
 
 /// The calling workload, as proven by its certificate.
 #[derive(Debug)]
@@ -92,6 +95,7 @@ pub struct Inbound {
     timeouts: Timeouts,
     app_timeout: Duration,
     max_connections: usize,
+    opaque_ports: Vec<u16>,
     metrics: Metrics,
     observer: Arc<Observer>,
     rate_limits: Arc<RateLimits>,
@@ -160,6 +164,7 @@ impl Inbound {
             timeouts: config.http.timeouts(),
             app_timeout: inbound.timeout.0,
             max_connections: *inbound.max_connections.get(),
+            opaque_ports: inbound.opaque_ports.iter().map(|p| *p.get()).collect(),
             metrics: metrics.clone(),
             observer: observer.clone(),
             rate_limits: rate_limits.clone(),
@@ -239,48 +244,18 @@ impl Inbound {
     }
 
     /// Handles one request from the mesh. Never fails: proxy errors become
-    /// responses with the `pilotfish-error` header.
+    /// responses with the `pilotfish-error` header. A request that opens a
+    /// tunnel (an upgrade, a CONNECT) is logged when the tunnel ends.
     pub async fn handle(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let start = Instant::now();
         let mut exchange = self.observer.begin(Direction::Inbound, &mut req);
         exchange.peer(peer.identity.as_str(), peer.addr);
         exchange.routed(self.service.as_str(), None);
         let format = ErrorFormat::of(req.headers());
-        let result = match self.admit(req, peer) {
-            Ok(req) => match self.rate_limit(&req, peer).await {
-                Err(limited) => Err(limited),
-                Ok(()) => match self.to_app_request(req, peer, &mut exchange) {
-                    Ok((req, version)) => {
-                        let sent = self.send_to_app(req, version).await.map(to_response);
-                        exchange.upstream(Some(self.app_key.0), 1);
-                        sent
-                    }
-                    Err(err) => Err(err),
-                },
-            },
-            Err(err) => Err(err),
-        };
-        let response = match result {
-            Ok(response) => response,
-            Err(err) => {
-                let outcome = Outcome::of_error(&err);
-                info!(
-                    direction = "inbound",
-                    peer = %peer.identity,
-                    reason = err.reason().as_str(),
-                    error = %err,
-                    request_id = exchange.ids().request_id(),
-                    "request failed"
-                );
-                exchange.failed(err.reason().as_str());
-                let mut response = err.to_response(Direction::Inbound, format);
-                // How reaching the app failed, for the calling sidecar's
-                // retries, ejection and breaker.
-                if let Some(account) = outcome.for_peer() {
-                    response.headers_mut().insert(OUTCOME_HEADER, account);
-                }
-                response
-            }
+        let lent = req.extensions_mut().remove::<crate::tunnel::Lent>();
+        let (response, pending) = match self.serve(req, peer, &mut exchange).await {
+            Ok(reply) => reply,
+            Err(err) => (self.failed(err, peer, &mut exchange, format), None),
         };
         let labels = RequestLabels {
             direction: Direction::Inbound,
@@ -291,7 +266,77 @@ impl Inbound {
         self.metrics
             .requests
             .record(labels, response.status(), start.elapsed());
-        exchange.finish(response)
+        match pending {
+            None => exchange.finish(response),
+            Some(pending) => {
+                let (response, record) = exchange.into_tunnel(response);
+                self.start_tunnel(pending, record, lent);
+                response
+            }
+        }
+    }
+
+    /// Carries a request to the app: authorized, rate limited, rewritten,
+    /// sent; an upgrade the app accepts, or a CONNECT, opens a tunnel.
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> Result<(Response<Body>, Option<Pending>), ProxyError> {
+        if req.method() == http::Method::CONNECT && !upgrade::is_extended_connect(&req) {
+            return self.open_tcp(req, peer, exchange).await;
+        }
+        let mut req = self.admit(req, peer)?;
+        self.rate_limit(&req, peer).await?;
+        let asked = upgrade::requested(&req);
+        let peer_over_h2 = req.version() == Version::HTTP_2;
+        let peer_side = asked.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let (req, version) = self.to_app_request(req, peer, exchange, asked.as_ref())?;
+        let mut response = self.send_to_app(req, version).await?;
+        exchange.upstream(Some(self.app_key.0), 1);
+        match (asked, peer_side) {
+            (Some(protocol), Some(peer_side)) if upgrade::accepted(response.status(), false) => {
+                let app_side = hyper::upgrade::on(&mut response);
+                let pending = Pending {
+                    client: Side::Upgrade(peer_side),
+                    upstream: Side::Upgrade(app_side),
+                    kind: crate::tunnel::upgrade_kind(protocol.as_bytes()),
+                };
+                let response = upgrade::accept(strip_app_fields(response), &protocol, peer_over_h2);
+                Ok((response, Some(pending)))
+            }
+            // Refused (or not an upgrade at all): the app's answer as it is.
+            _ => Ok((to_response(response), None)),
+        }
+    }
+
+    /// The response for a failed request, logged, with the account of how
+    /// reaching the app failed for the calling sidecar.
+    fn failed(
+        &self,
+        err: ProxyError,
+        peer: &Peer,
+        exchange: &mut Exchange,
+        format: ErrorFormat,
+    ) -> Response<Body> {
+        let outcome = Outcome::of_error(&err);
+        info!(
+            direction = "inbound",
+            peer = %peer.identity,
+            reason = err.reason().as_str(),
+            error = %err,
+            request_id = exchange.ids().request_id(),
+            "request failed"
+        );
+        exchange.failed(err.reason().as_str());
+        let mut response = err.to_response(Direction::Inbound, format);
+        // How reaching the app failed, for the calling sidecar's retries,
+        // ejection and breaker.
+        if let Some(account) = outcome.for_peer() {
+            response.headers_mut().insert(OUTCOME_HEADER, account);
+        }
+        response
     }
 
     /// Sends to the app, waiting at most `inbound.timeout` for its
@@ -336,10 +381,13 @@ impl Inbound {
     /// request is logged, counted, and answered with 403.
     fn admit(&self, req: Request<Incoming>, peer: &Peer) -> Result<Request<Incoming>, ProxyError> {
         let req = crate::http::path::normalize_request(req)?;
-        match self
-            .policy
-            .decide(&peer.identity, req.method(), req.uri().path())
-        {
+        // An upgrade over HTTP/2 is an extended CONNECT; it was a GET, and
+        // the rules judge it as one.
+        let method = match upgrade::is_extended_connect(&req) {
+            true => &http::Method::GET,
+            false => req.method(),
+        };
+        match self.policy.decide(&peer.identity, method, req.uri().path()) {
             Decision::Allow(_) => Ok(req),
             Decision::Deny(reason) => {
                 self.metrics
@@ -370,6 +418,7 @@ impl Inbound {
         req: Request<Incoming>,
         peer: &Peer,
         exchange: &mut Exchange,
+        upgrade_to: Option<&HeaderValue>,
     ) -> Result<(Request<Body>, Version), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let count = parts.headers.len();
@@ -386,7 +435,12 @@ impl Inbound {
         // The app's calls, carrying these headers on, are children of
         // this hop's span.
         exchange.inject(&mut parts.headers);
-        let version = self.app_protocol.version(caller_spoke_http1, parts.version);
+        let mut version = self.app_protocol.version(caller_spoke_http1, parts.version);
+        if let Some(protocol) = upgrade_to {
+            // Upgrades reach the app in HTTP/1.1, whatever the link spoke.
+            upgrade::as_http1(&mut parts, protocol);
+            version = Version::HTTP_11;
+        }
         Ok((
             Request::from_parts(
                 parts,
@@ -404,4 +458,11 @@ fn to_response(response: Response<Body>) -> Response<Body> {
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_own(&mut parts.headers);
     Response::from_parts(parts, body)
+}
+
+/// The app's response without Pilotfish's own fields (an upgrade's 101
+/// keeps its hop-by-hop fields until it is answered).
+fn strip_app_fields(mut response: Response<Body>) -> Response<Body> {
+    headers::strip_own(response.headers_mut());
+    response
 }

@@ -147,9 +147,9 @@ pub struct Balance {
 
 impl Balance {
     /// A balancer over `settings.endpoints`.
-    pub fn new(settings: BalanceSettings) -> Self {
+    pub fn new(settings: Arc<BalanceSettings>) -> Self {
         Self {
-            settings: Arc::new(settings),
+            settings,
             turn: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -306,7 +306,12 @@ impl Drop for Attempt {
 }
 
 /// Feeds an outcome to the endpoint's outlier state.
-fn learn(settings: &BalanceSettings, endpoint: &Endpoint, all: &[Arc<Endpoint>], outcome: Outcome) {
+pub(super) fn learn(
+    settings: &BalanceSettings,
+    endpoint: &Endpoint,
+    all: &[Arc<Endpoint>],
+    outcome: Outcome,
+) {
     let now = Instant::now();
     let ejected = all.iter().filter(|e| e.health().is_ejected()).count();
     let may_eject = ejected < settings.outlier.max_ejected(all.len());

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use http::Request;
 use rustls::pki_types::ServerName;
@@ -55,6 +56,10 @@ pub struct Destination {
     key: DestinationKey,
     /// Where its endpoints come from.
     source: Source,
+    /// What its balancer works with, for tunnels too.
+    pub(super) balancing: Arc<BalanceSettings>,
+    /// Round robin's turn, for tunnels.
+    pub(super) turn: AtomicUsize,
     stack: Stack,
     endpoints: Arc<EndpointSet>,
     limits: Arc<Limits>,
@@ -111,7 +116,7 @@ impl Destination {
         ));
         let metrics = metrics.resilience.for_service(&service);
         let typical = Arc::new(Typical::default());
-        let balance = Balance::new(BalanceSettings {
+        let balancing = Arc::new(BalanceSettings {
             service: service.clone(),
             endpoints: endpoints.clone(),
             kind: config.load_balancer,
@@ -120,6 +125,7 @@ impl Destination {
             metrics: metrics.clone(),
             typical: typical.clone(),
         });
+        let balance = Balance::new(balancing.clone());
         let stack = stack::build(stack::Parts {
             service,
             breaker: breaker.clone(),
@@ -131,6 +137,8 @@ impl Destination {
         Ok(Self {
             key,
             source,
+            balancing,
+            turn: AtomicUsize::new(0),
             stack,
             endpoints,
             limits,
@@ -142,6 +150,11 @@ impl Destination {
     /// The service name.
     pub fn name(&self) -> &ServiceName {
         &self.key.name
+    }
+
+    /// Whether it is reached by raw TCP (`protocol: opaque`), not HTTP.
+    pub fn is_opaque(&self) -> bool {
+        *self.key.config.protocol == crate::config::UpstreamProtocol::Opaque
     }
 
     /// What it was built from.

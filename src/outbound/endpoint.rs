@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use std::time::Duration;
+
 use http::{Request, Response};
+use tokio::net::TcpStream;
 
 use super::load::Load;
 use super::mesh::MeshConn;
@@ -13,6 +16,7 @@ use crate::config::UpstreamProtocol;
 use crate::http::headers;
 use crate::http::plain_client::PlainClient;
 use crate::http::{Body, ProxyError};
+use crate::tunnel::BoxIo;
 
 /// How an endpoint is reached.
 #[derive(Debug)]
@@ -72,6 +76,26 @@ impl Endpoint {
         match &self.conn {
             Conn::Mesh(mesh) => mesh.open_connections(),
             Conn::Plain { client, .. } => client.open_connections(),
+        }
+    }
+
+    /// A raw TCP connection for a tunnel: to `port` behind a mesh
+    /// endpoint's sidecar, or to a plain endpoint itself.
+    pub async fn tunnel(&self, port: u16, connect_timeout: Duration) -> Result<BoxIo, ProxyError> {
+        match &self.conn {
+            Conn::Mesh(mesh) => mesh.tunnel(port).await,
+            Conn::Plain { .. } => {
+                let addr = self.addr;
+                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| ProxyError::ConnectTimeout {
+                        addr,
+                        after: connect_timeout,
+                    })?
+                    .map_err(|source| ProxyError::Connect { addr, source })?;
+                crate::listener::tune(&tcp);
+                Ok(Box::new(tcp))
+            }
         }
     }
 

@@ -29,9 +29,11 @@ use crate::http::h1_pool::{Dial, H1Pool, PoolSettings, Tcp};
 use crate::http::h2_client::{self, H2Connection};
 use crate::http::headers::{ORIG_PROTO, ORIG_PROTO_HTTP1};
 use crate::http::outcome::Outcome;
+use crate::http::upgrade;
 use crate::http::{Body, Direction, ProxyError, uri};
 use crate::metrics::TlsMetrics;
 use crate::tls::{ALPN_H2, ALPN_HTTP11, Derived};
+use crate::tunnel::BoxIo;
 
 /// The HTTP version between the sidecars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +50,10 @@ impl Link {
     pub fn of(protocol: UpstreamProtocol) -> Self {
         match protocol {
             UpstreamProtocol::Http1 => Self::Http1,
-            UpstreamProtocol::Auto | UpstreamProtocol::Http2 => Self::Http2,
+            // Tunnels of opaque destinations are streams of the HTTP/2 link.
+            UpstreamProtocol::Auto | UpstreamProtocol::Http2 | UpstreamProtocol::Opaque => {
+                Self::Http2
+            }
         }
     }
 
@@ -146,10 +151,20 @@ impl MeshConn {
     ) -> Result<Response<Body>, ProxyError> {
         match &self.conns {
             Conns::Http2(conn) => {
-                let req = for_h2_link(req, app_spoke_http1)?;
-                conn.send(self.addr, req, || self.connect_h2())
-                    .await
-                    .map(|response| response.map(Body::Incoming))
+                let upgrade_to = upgrade::requested(&req);
+                let req = for_h2_link(req, app_spoke_http1, upgrade_to.as_ref())?;
+                let response = conn
+                    .send(self.addr, req, || self.connect_h2())
+                    .await?
+                    .map(Body::Incoming);
+                Ok(match upgrade_to {
+                    // Seen from above, an upgrade over the link is answered
+                    // as HTTP/1.1 answers it.
+                    Some(protocol) if upgrade::accepted(response.status(), true) => {
+                        upgrade::accept(response, &protocol, false)
+                    }
+                    _ => response,
+                })
             }
             Conns::Http1(pool) => {
                 let (mut parts, body) = req.into_parts();
@@ -157,6 +172,45 @@ impl MeshConn {
                 pool.send(Request::from_parts(parts, body)).await
             }
         }
+    }
+
+    /// A raw TCP connection to `port` on the peer's host, through the
+    /// peer sidecar: a CONNECT on the link (a stream of the HTTP/2 one, or
+    /// a connection of the HTTP/1.1 pool), authorized by the peer.
+    pub async fn tunnel(&self, port: u16) -> Result<BoxIo, ProxyError> {
+        let authority = format!("127.0.0.1:{port}");
+        let mut req = Request::connect(authority.as_str())
+            .body(Body::Empty)
+            .map_err(|_| ProxyError::NoAuthority)?;
+        let response = match &self.conns {
+            Conns::Http2(conn) => {
+                *req.version_mut() = Version::HTTP_2;
+                conn.send(self.addr, req, || self.connect_h2())
+                    .await?
+                    .map(Body::Incoming)
+            }
+            Conns::Http1(pool) => {
+                if let Ok(host) = http::HeaderValue::from_str(&authority) {
+                    req.headers_mut().insert(HOST, host);
+                }
+                pool.send(req).await?
+            }
+        };
+        if !response.status().is_success() {
+            return Err(ProxyError::TunnelRefused {
+                addr: self.addr,
+                status: response.status(),
+                reason: response
+                    .headers()
+                    .get(crate::http::ERROR_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            });
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| ProxyError::upstream(self.addr, e))?;
+        Ok(Box::new(TokioIo::new(upgraded)))
     }
 
     /// Whether a request could go out now without waiting for a new
@@ -237,8 +291,13 @@ async fn dial_tls(
 
 /// Rewrites a request for the HTTP/2 mesh link: an absolute URI with the
 /// authority the app asked for (HTTP/2 carries it there, so `Host` goes),
-/// and the app's HTTP version recorded in `pilotfish-orig-proto`.
-fn for_h2_link(req: Request<Body>, app_spoke_http1: bool) -> Result<Request<Body>, ProxyError> {
+/// the app's HTTP version recorded in `pilotfish-orig-proto`, and an
+/// upgrade as an extended CONNECT (RFC 8441).
+fn for_h2_link(
+    req: Request<Body>,
+    app_spoke_http1: bool,
+    upgrade_to: Option<&http::HeaderValue>,
+) -> Result<Request<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     if parts.uri.scheme().is_none() || parts.uri.authority().is_none() {
         let authority = uri::requested_authority(&parts).ok_or(ProxyError::NoAuthority)?;
@@ -250,5 +309,8 @@ fn for_h2_link(req: Request<Body>, app_spoke_http1: bool) -> Result<Request<Body
         parts.headers.insert(ORIG_PROTO, ORIG_PROTO_HTTP1);
     }
     parts.version = Version::HTTP_2;
+    if let Some(protocol) = upgrade_to {
+        upgrade::as_extended_connect(&mut parts, protocol);
+    }
     Ok(Request::from_parts(parts, body))
 }

@@ -20,6 +20,8 @@ pub mod outlier;
 pub mod policy;
 pub mod route;
 pub mod stack;
+pub mod tcp;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,15 +40,16 @@ use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
 use self::route::{RouteTable, Target};
 use crate::app::{BuildError, PROXY_ADDED_HEADERS};
 use crate::config::{Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig};
-use crate::http::headers;
 use crate::http::lifetime::{self, Timeouts};
 use crate::http::server::{self, HeaderLimits};
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
+use crate::http::{headers, upgrade};
 use crate::identity::ServiceName;
-use crate::metrics::{Metrics, RequestLabels, RequestMetrics};
+use crate::metrics::{Metrics, RequestLabels, RequestMetrics, TunnelMetrics};
 use crate::observe::{Exchange, Observer};
 use crate::ratelimit::{RateLimits, Subject};
 use crate::tls::{CredentialStore, TlsSettings};
+use crate::tunnel::{Lent, Pending, Side};
 
 /// Metric label for requests that matched no destination.
 const UNKNOWN_SERVICE: &str = "unknown";
@@ -67,6 +70,7 @@ pub struct Outbound {
     http: Arc<auto::Builder<TokioExecutor>>,
     timeouts: Timeouts,
     max_connections: usize,
+    tunnel_metrics: TunnelMetrics,
 }
 
 impl Outbound {
@@ -141,6 +145,7 @@ impl Outbound {
             http: Arc::new(server::builder(server_limits, &config.http)),
             timeouts: config.http.timeouts(),
             max_connections: *outbound.max_connections.get(),
+            tunnel_metrics: metrics.tunnels.clone(),
         })
     }
 
@@ -171,13 +176,14 @@ impl Outbound {
         let start = Instant::now();
         let mut exchange = self.observer.begin(Direction::Outbound, &mut req);
         let format = ErrorFormat::of(req.headers());
+        let lent = req.extensions_mut().remove::<Lent>();
         let (policy, result) = self.forward(req, client, &mut exchange).await;
         let (service, route) = match policy {
             Some((destination, policy)) => (destination.name().as_str(), &*policy.label),
             None => (UNKNOWN_SERVICE, ""),
         };
-        let response = match result {
-            Ok(response) => response,
+        let (response, pending) = match result {
+            Ok(reply) => reply,
             Err(err) => {
                 info!(
                     direction = "outbound",
@@ -188,7 +194,7 @@ impl Outbound {
                     "request failed"
                 );
                 exchange.failed(err.reason().as_str());
-                err.to_response(Direction::Outbound, format)
+                (err.to_response(Direction::Outbound, format), None)
             }
         };
         let labels = RequestLabels {
@@ -199,7 +205,14 @@ impl Outbound {
         };
         self.metrics
             .record(labels, response.status(), start.elapsed());
-        exchange.finish(response)
+        match pending {
+            None => exchange.finish(response),
+            Some(pending) => {
+                let (response, record) = exchange.into_tunnel(response);
+                self.start_tunnel(service, pending, Some(record), lent.map(|l| l.0));
+                response
+            }
+        }
     }
 
     /// Routes and sends; returns the destination and route it matched.
@@ -210,33 +223,26 @@ impl Outbound {
         exchange: &mut Exchange,
     ) -> (
         Option<(&Arc<Destination>, &Arc<RoutePolicy>)>,
-        Result<Response<Body>, ProxyError>,
+        Result<(Response<Body>, Option<Pending>), ProxyError>,
     ) {
+        if req.method() == Method::CONNECT && !upgrade::is_extended_connect(&req) {
+            return self.connect(req, client, exchange).await;
+        }
         // Routes, timeouts and limits judge the path the upstream acts on.
-        let req = match crate::http::path::normalize_request(req) {
+        let mut req = match crate::http::path::normalize_request(req) {
             Ok(req) => req,
             Err(err) => return (None, Err(err)),
         };
+        let asked = upgrade::requested(&req);
+        let app_over_h2 = upgrade::is_extended_connect(&req);
+        let app_side = asked.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (destination, policy) = match self.route(&req) {
             Ok(found) => found,
             Err(err) => return (None, Err(err)),
         };
         exchange.routed(destination.name().as_str(), Some(&policy.label));
-        if self.rate_limits.any(LimitDirection::Outbound) {
-            let subject = Subject {
-                caller: None,
-                client: Some(client.ip()),
-                headers: req.headers(),
-                service: Some(destination.name().as_str()),
-                route: Some(&policy.label),
-            };
-            if let Some(limited) = self
-                .rate_limits
-                .check(LimitDirection::Outbound, &subject)
-                .await
-            {
-                return (Some((destination, policy)), Err(limited.into()));
-            }
+        if let Err(limited) = self.check_limits(&req, client, destination, policy).await {
+            return (Some((destination, policy)), Err(limited));
         }
         let (mut parts, body) = req.into_parts();
         if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
@@ -251,6 +257,9 @@ impl Outbound {
         // Only a sidecar may say what protocol the app spoke, count
         // attempts or name a caller.
         headers::strip_own(&mut parts.headers);
+        if let Some(protocol) = &asked {
+            upgrade::as_http1(&mut parts, protocol);
+        }
         let mut ctx = RequestContext::new(policy.clone(), app_spoke_http1);
         ctx.trace = Some(Arc::new(AttemptTrace {
             tracer: exchange.tracer().clone(),
@@ -268,10 +277,50 @@ impl Outbound {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             exchange.upstream(tried.last().copied(), tried.len() as u32);
         }
-        (
-            Some((destination, policy)),
-            result.map(from_upstream_response),
-        )
+        let reply = result.map(|mut response| match (asked, app_side) {
+            (Some(protocol), Some(app_side)) if upgrade::accepted(response.status(), false) => {
+                let pending = Pending {
+                    client: Side::Upgrade(app_side),
+                    upstream: Side::Upgrade(hyper::upgrade::on(&mut response)),
+                    kind: crate::tunnel::upgrade_kind(protocol.as_bytes()),
+                };
+                (
+                    upgrade::accept(response, &protocol, app_over_h2),
+                    Some(pending),
+                )
+            }
+            // Refused, or no upgrade at all: the answer as it came.
+            _ => (from_upstream_response(response), None),
+        });
+        (Some((destination, policy)), reply)
+    }
+
+    /// The outbound rate limits of the request's destination and route.
+    async fn check_limits<B>(
+        &self,
+        req: &Request<B>,
+        client: SocketAddr,
+        destination: &Destination,
+        policy: &RoutePolicy,
+    ) -> Result<(), ProxyError> {
+        if !self.rate_limits.any(LimitDirection::Outbound) {
+            return Ok(());
+        }
+        let subject = Subject {
+            caller: None,
+            client: Some(client.ip()),
+            headers: req.headers(),
+            service: Some(destination.name().as_str()),
+            route: Some(&policy.label),
+        };
+        match self
+            .rate_limits
+            .check(LimitDirection::Outbound, &subject)
+            .await
+        {
+            Some(limited) => Err(limited.into()),
+            None => Ok(()),
+        }
     }
 
     /// Decides where a request goes, without touching it.
@@ -279,9 +328,6 @@ impl Outbound {
         &self,
         req: &Request<Incoming>,
     ) -> Result<(&Arc<Destination>, &Arc<RoutePolicy>), ProxyError> {
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::Unsupported("CONNECT (tunnelling)"));
-        }
         // hyper enforces the count for HTTP/1 itself; this covers HTTP/2.
         let count = req.headers().len();
         if count > self.limits.max_count {
@@ -306,11 +352,18 @@ impl Outbound {
                 .ok_or(ProxyError::NoAuthority)?,
             Err(err) => return Err(err),
         };
+        let destination = &self.destinations[found.destination];
+        if destination.is_opaque() {
+            // Not HTTP: reached through its `listen` address, or CONNECT.
+            return Err(ProxyError::NoRoute {
+                host: destination.name().to_string(),
+            });
+        }
         let policy = match found.route {
             Some(route) => &self.route_policies[route],
             None => &self.defaults[found.destination],
         };
-        Ok((&self.destinations[found.destination], policy))
+        Ok((destination, policy))
     }
 }
 

@@ -34,3 +34,4 @@ mod slow_clients;
 mod streaming;
 mod tls_scan;
 mod tracing;
+mod websockets;

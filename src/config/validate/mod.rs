@@ -61,6 +61,18 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
         if let Some(authz) = &inbound.authorization {
             check_authorization(authz, r);
         }
+        if inbound.app_protocol == super::UpstreamProtocol::Opaque {
+            r.error(
+                inbound.position(),
+                "inbound.app_protocol opaque: the app speaks HTTP; raw TCP ports go in \
+                 inbound.opaque_ports",
+            );
+        }
+        for port in &inbound.opaque_ports {
+            if *port.get() == 0 {
+                r.error(port.position(), "inbound.opaque_ports: a port other than 0");
+            }
+        }
     }
     if let Some(outbound) = &config.outbound {
         outbound::check_services(config, outbound, r);
@@ -147,6 +159,14 @@ fn check_authorization(authz: &super::AuthorizationConfig, r: &mut Report<'_>) {
                 r.error(method.position(), e);
             }
         }
+        if let Some(port) = rule.ports.first()
+            && !(rule.paths.is_empty() && rule.methods.is_empty())
+        {
+            r.error(
+                port.position(),
+                "a rule with `ports` is for raw TCP connections: it cannot have paths or methods",
+            );
+        }
     }
     let mut names = std::collections::HashSet::new();
     for rule in &authz.rules {
@@ -216,6 +236,11 @@ fn check_listeners(config: &Config, r: &mut Report<'_>) {
     }
     if let Some(outbound) = &config.outbound {
         listeners.push(("outbound.listen", &outbound.listen));
+        for dst in outbound.services.values() {
+            if let Some(listen) = &dst.listen {
+                listeners.push(("a destination's listen", listen));
+            }
+        }
     }
     for (i, (name, addr)) in listeners.iter().enumerate() {
         for (other_name, other) in &listeners[..i] {

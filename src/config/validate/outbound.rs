@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::Report;
 use crate::config::{
     Config, DestinationConfig, FallbackConfig, OutboundConfig, Position, RetryConfig, Transport,
+    UpstreamProtocol,
 };
 use crate::identity::{ServiceName, SpiffeId, check_namespace};
 
@@ -66,9 +67,56 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
             }
         }
         check_resilience(name, dst, r);
+        check_opaque(name, dst, r);
         if let Some(fallback) = &dst.fallback {
             check_fallback(fallback, outbound, at, r);
         }
+    }
+    for route in &outbound.routes {
+        let opaque = outbound
+            .services
+            .get(route.service.as_str())
+            .is_some_and(|dst| *dst.protocol == UpstreamProtocol::Opaque);
+        if opaque {
+            r.error(
+                route.service.position(),
+                format!(
+                    "route to {:?}, an opaque destination: routes are for HTTP requests \
+                     (an opaque destination is reached through its `listen` or CONNECT)",
+                    route.service.get()
+                ),
+            );
+        }
+    }
+}
+
+/// `listen` and `port` belong to opaque destinations.
+fn check_opaque(name: &str, dst: &DestinationConfig, r: &mut Report<'_>) {
+    let opaque = *dst.protocol == UpstreamProtocol::Opaque;
+    for (field, position) in [
+        ("listen", dst.listen.as_ref().map(|l| l.position())),
+        ("port", dst.port.as_ref().map(|p| p.position())),
+    ] {
+        if let (Some(position), false) = (position, opaque) {
+            r.error(
+                position,
+                format!("service {name:?}: `{field}` is for protocol: opaque destinations"),
+            );
+        }
+    }
+    if let Some(listen) = &dst.listen
+        && listen.port() == 0
+    {
+        r.error(
+            listen.position(),
+            "a destination's listen needs a port other than 0",
+        );
+    }
+    if let Some(port) = dst.port.as_ref().filter(|p| *p.get() == 0) {
+        r.error(
+            port.position(),
+            format!("service {name:?}: port must not be 0"),
+        );
     }
 }
 

@@ -7,6 +7,10 @@
 //! workloads of the mesh, which the mTLS handshake has already proven).
 //! No paths, no hosts or ids a client can invent.
 
+mod tunnel;
+
+pub use self::tunnel::{TunnelLabels, TunnelMetrics};
+
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
@@ -42,6 +46,8 @@ pub struct Metrics {
     pub telemetry: TelemetryMetrics,
     /// Rate limit decisions and global limits' health.
     pub rate_limits: RateLimitMetrics,
+    /// WebSockets, CONNECT tunnels, opaque TCP.
+    pub tunnels: TunnelMetrics,
 }
 
 impl Metrics {
@@ -57,6 +63,7 @@ impl Metrics {
             connections: ConnectionMetrics::register(registry)?,
             telemetry: TelemetryMetrics::register(registry)?,
             rate_limits: RateLimitMetrics::register(registry)?,
+            tunnels: TunnelMetrics::register(registry)?,
         })
     }
 }

@@ -1,0 +1,70 @@
+//! Tunnels to a destination: a raw TCP connection to one of its endpoints,
+//! for CONNECT and opaque destinations. The endpoint is picked as for a
+//! request (balanced, ejected ones skipped), a connect failure counts
+//! toward its ejection and tries another, and a connection that succeeds
+//! counts as a success.
+
+use std::net::SocketAddr;
+
+use tokio::time::Instant;
+
+use super::balance::{learn, pick};
+use super::destination::Destination;
+use crate::http::ProxyError;
+use crate::http::outcome::Outcome;
+use crate::tunnel::BoxIo;
+
+impl Destination {
+    /// Opens a tunnel to `port` behind one of the endpoints (a mesh
+    /// endpoint's sidecar carries it to that port on its host; a plain
+    /// endpoint is connected to as it is). Returns the stream and the
+    /// endpoint.
+    pub async fn open_tunnel(&self, port: u16) -> Result<(BoxIo, SocketAddr), ProxyError> {
+        let settings = &self.balancing;
+        let config = &self.key().config;
+        let attempts = (*config.retries.attempts.get()).max(1);
+        let mut endpoints = settings.endpoints.endpoints();
+        if endpoints.is_empty() {
+            settings.endpoints.first_answer().await;
+            endpoints = settings.endpoints.endpoints();
+        }
+        let mut avoid = None;
+        let mut attempt = 1;
+        loop {
+            let picked = pick(
+                settings.kind,
+                &endpoints,
+                avoid,
+                Instant::now(),
+                &self.turn,
+                &settings.typical,
+            )
+            .ok_or_else(|| ProxyError::NoEndpoints {
+                service: settings.service.clone(),
+            })?;
+            // A probe after an ejection is this connection; its outcome
+            // below decides.
+            let endpoint = picked.endpoint;
+            let result = endpoint.tunnel(port, config.connect_timeout.0).await;
+            let outcome = match &result {
+                Ok(_) => Outcome::Response {
+                    status: 200,
+                    grpc: None,
+                },
+                Err(err) => Outcome::of_error(err),
+            };
+            learn(settings, &endpoint, &endpoints, outcome);
+            match result {
+                Ok(io) => return Ok((io, endpoint.addr())),
+                // Nothing was sent: another endpoint may take it.
+                Err(err) if attempt < attempts && outcome.unreached() => {
+                    settings.metrics.retry("connect-failure");
+                    avoid = Some(endpoint.addr());
+                    attempt += 1;
+                    tracing::debug!(error = %err, "tunnel connect failed; trying another endpoint");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
