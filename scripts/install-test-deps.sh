@@ -18,6 +18,9 @@ export DEBIAN_FRONTEND=noninteractive
 #                  sidecar pair as opaque TCP (support/postgres.rs)
 #   rabbitmq-server  a real RabbitMQ broker (and its Erlang) carried the
 #                  same way (support/rabbitmq.rs)
+#   python3-aiosmtpd  a real SMTP server, where the server speaks first,
+#                  behind captured connections (detection.rs)
+#   iptables       the capture rules those tests install in a namespace
 missing=()
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3 python3-venv)
 { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
@@ -27,6 +30,8 @@ python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3 python3
     && [ -x /usr/bin/psql ]; } || missing+=(postgresql)
 { [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v epmd >/dev/null; } \
     || missing+=(rabbitmq-server)
+/usr/bin/python3 -c "import aiosmtpd" >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+command -v iptables >/dev/null || missing+=(iptables)
 # Whether Erlang's epmd is ours to stop: only when this run brings Erlang in
 # with rabbitmq-server (an Erlang installed before is someone else's).
 erlang_new=""

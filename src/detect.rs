@@ -45,6 +45,28 @@ impl Protocol {
     }
 }
 
+/// What decided the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// The client's first bytes (or its close before any).
+    FirstBytes,
+    /// Nothing came within the timeout.
+    Timeout,
+    /// The port is declared opaque: nothing was read.
+    Port,
+}
+
+impl By {
+    /// A short name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FirstBytes => "first-bytes",
+            Self::Timeout => "timeout",
+            Self::Port => "port",
+        }
+    }
+}
+
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The longest request method recognised: longer tokens are not HTTP.
@@ -82,9 +104,9 @@ pub fn classify(bytes: &[u8]) -> Option<Protocol> {
 pub async fn detect<T: AsyncRead + Unpin>(
     mut io: T,
     timeout: Duration,
-) -> std::io::Result<(Protocol, Prefixed<T>)> {
+) -> std::io::Result<(Protocol, By, Prefixed<T>)> {
     let mut read = BytesMut::with_capacity(ENOUGH);
-    let protocol = tokio::time::timeout(timeout, async {
+    let found = tokio::time::timeout(timeout, async {
         loop {
             if let Some(protocol) = classify(&read) {
                 return Ok::<_, std::io::Error>(protocol);
@@ -95,9 +117,12 @@ pub async fn detect<T: AsyncRead + Unpin>(
             }
         }
     })
-    .await
-    .unwrap_or(Ok(Protocol::Opaque))?;
-    Ok((protocol, Prefixed { read, io }))
+    .await;
+    let (protocol, by) = match found {
+        Ok(protocol) => (protocol?, By::FirstBytes),
+        Err(_) => (Protocol::Opaque, By::Timeout),
+    };
+    Ok((protocol, by, Prefixed { read, io }))
 }
 
 /// A stream with bytes already read from it put back in front.
@@ -209,15 +234,19 @@ mod tests {
     async fn the_bytes_read_come_back_and_silence_is_opaque() {
         let (mut client, server) = tokio::io::duplex(1024);
         client.write_all(b"GET / HT").await.unwrap();
-        let (protocol, mut stream) = detect(server, Duration::from_secs(1)).await.unwrap();
-        assert_eq!(protocol, Protocol::Http1);
+        let (protocol, by, mut stream) = detect(server, Duration::from_secs(1)).await.unwrap();
+        assert_eq!((protocol, by), (Protocol::Http1, By::FirstBytes));
         client.write_all(b"TP/1.1\r\n").await.unwrap();
         let mut back = [0u8; 16];
         stream.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"GET / HTTP/1.1\r\n");
 
         let (_quiet, server) = tokio::io::duplex(1024);
-        let (protocol, _) = detect(server, Duration::from_secs(1)).await.unwrap();
-        assert_eq!(protocol, Protocol::Opaque, "a server-speaks-first client");
+        let (protocol, by, _) = detect(server, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            (protocol, by),
+            (Protocol::Opaque, By::Timeout),
+            "a server-speaks-first client"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! The accept loop every listener runs: hand each connection to a
 //! handler, and survive accept errors (such as running out of file
 //! descriptors) instead of spinning or dying; the per-listener connection
-//! cap; the socket options of every connection; and [`Metered`], which
-//! counts each accepted connection and its bytes.
+//! cap; the socket options of every connection; a captured connection's
+//! original destination; and [`Metered`], which counts each accepted
+//! connection and its bytes.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -52,6 +53,24 @@ pub fn admit(counters: &ListenerCounters, cap: usize, name: &'static str) -> boo
         );
     }
     false
+}
+
+/// Where the client meant to connect, when it was redirected here
+/// (iptables `REDIRECT`, read with `SO_ORIGINAL_DST`); `None` for a
+/// connection made to this listener itself, or without netfilter.
+pub fn original_dst(tcp: &TcpStream) -> Option<SocketAddr> {
+    let local = tcp.local_addr().ok()?;
+    let socket = socket2::SockRef::from(tcp);
+    let original = match local {
+        SocketAddr::V4(_) => socket.original_dst_v4(),
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => socket.original_dst_v4(),
+        SocketAddr::V6(_) => socket.original_dst_v6(),
+    };
+    let original = original.ok()?.as_socket()?;
+    // Without a redirect, conntrack reports the address itself.
+    let itself = original.port() == local.port()
+        && original.ip().to_canonical() == local.ip().to_canonical();
+    (!itself).then_some(original)
 }
 
 /// How long a connection may be silent before the kernel probes it, how

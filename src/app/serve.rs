@@ -14,10 +14,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use super::Live;
+use crate::detect::{By, Prefixed, Protocol, detect};
 use crate::drain;
 use crate::http::lifetime::{self, Activity, HeadDeadline, InFlight};
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
-use crate::listener::{Metered, accept_loop, admit, tune};
+use crate::listener::{Metered, accept_loop, admit, original_dst, tune};
 use crate::metrics::ListenerCounters;
 use crate::tls::ALPN_H2;
 use crate::tunnel::Lent;
@@ -36,7 +37,8 @@ pub async fn accept_outbound(
             return; // dropped: closed at once
         }
         let tcp = Metered::new(tcp, counters.clone());
-        tokio::spawn(serve_outbound(tcp, addr, live.clone(), watch.clone()));
+        let serve = serve_outbound(tcp, addr, live.clone(), watch.clone(), counters.clone());
+        tokio::spawn(serve);
     })
     .await;
 }
@@ -87,19 +89,48 @@ pub async fn accept_opaque(
     .await;
 }
 
+/// An app connection: HTTP, unless it was captured on its way elsewhere
+/// and its first bytes (or its port) say otherwise, when it is carried
+/// as it is.
 async fn serve_outbound(
     tcp: Metered<TcpStream>,
     addr: SocketAddr,
     live: Live,
     watch: drain::Watch,
+    counters: ListenerCounters,
 ) {
     tune(tcp.get_ref());
     let Some(outbound) = live.outbound() else {
         return;
     };
+    let io = match original_dst(tcp.get_ref()) {
+        None => Prefixed::new(tcp),
+        Some(original) => {
+            let (protocol, by, io) = if outbound.is_opaque_port(original.port()) {
+                (Protocol::Opaque, By::Port, Prefixed::new(tcp))
+            } else {
+                match detect(tcp, outbound.detect_timeout()).await {
+                    Ok(detected) => detected,
+                    Err(e) => {
+                        debug!(peer = %addr, error = %e, "captured connection failed before its first bytes");
+                        return;
+                    }
+                }
+            };
+            counters.detected(protocol.as_str(), by.as_str());
+            debug!(peer = %addr, %original, protocol = protocol.as_str(), by = by.as_str(), "captured connection");
+            if let Protocol::Tls | Protocol::Opaque = protocol {
+                outbound
+                    .carry_captured(Box::new(io), addr, original, watch)
+                    .await;
+                return;
+            }
+            io
+        }
+    };
     let timeouts = outbound.timeouts();
     let activity = Activity::new();
-    let io = HeadDeadline::new(tcp, activity.clone(), timeouts.header_read, None);
+    let io = HeadDeadline::new(io, activity.clone(), timeouts.header_read, None);
     let requests = activity.clone();
     let lend = watch.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {

@@ -320,6 +320,21 @@ mod defaults {
     pub fn body_idle_timeout() -> HumanDuration {
         HumanDuration::from_secs(300)
     }
+    /// Linkerd waits 10s, which server-speaks-first protocols pay on every
+    /// connection (linkerd2#1505); a client that opened a connection sends
+    /// its first bytes at once, and ports where the server speaks first
+    /// skip the wait (`opaque_ports`).
+    pub fn detect_timeout() -> Located<HumanDuration> {
+        Located::new(HumanDuration::from_secs(1))
+    }
+    /// Linkerd's default opaque ports: SMTP, MySQL, Galera, PostgreSQL,
+    /// Redis, Elasticsearch, Memcached.
+    pub fn opaque_ports() -> Vec<Located<u16>> {
+        [25, 587, 3306, 4444, 5432, 6379, 9300, 11211]
+            .into_iter()
+            .map(Located::new)
+            .collect()
+    }
     pub fn tunnel_idle_timeout() -> HumanDuration {
         HumanDuration::from_secs(3600)
     }

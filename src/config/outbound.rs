@@ -30,6 +30,18 @@ pub struct OutboundConfig {
     /// service names; the longest matching path prefix wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// For connections captured to this listener (redirected by iptables,
+    /// with an original destination): how long to wait for the app's
+    /// first bytes before carrying the connection as opaque TCP (default
+    /// 1s). HTTP/1, HTTP/2 and TLS are told apart by those bytes.
+    #[serde(default = "super::defaults::detect_timeout")]
+    pub detect_timeout: Located<HumanDuration>,
+    /// For captured connections: original destination ports carried as
+    /// opaque TCP at once, without waiting for first bytes: protocols
+    /// where the server speaks first (SMTP, MySQL) and databases. Default,
+    /// as Linkerd's: 25, 587, 3306, 4444, 5432, 6379, 9300, 11211.
+    #[serde(default = "super::defaults::opaque_ports")]
+    pub opaque_ports: Vec<Located<u16>>,
 }
 
 /// One destination service.

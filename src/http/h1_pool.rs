@@ -71,11 +71,7 @@ impl Dial for Tcp {
     type Io = TokioIo<TcpStream>;
 
     async fn dial(&self, addr: SocketAddr) -> Result<Self::Io, ProxyError> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|source| ProxyError::Connect { addr, source })?;
-        crate::listener::tune(&tcp);
-        Ok(TokioIo::new(tcp))
+        Ok(TokioIo::new(super::dial::tcp(addr).await?))
     }
 }
 

@@ -2,6 +2,7 @@
 //! error responses, header rules, and client/server connection set-up.
 
 pub mod body;
+pub mod dial;
 pub mod error;
 pub mod grpc;
 pub mod h1_pool;

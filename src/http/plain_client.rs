@@ -9,11 +9,10 @@ use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Version};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::h1_pool::{H1Pool, PoolSettings, Tcp};
 use super::h2_client::{self, H2Connection};
-use super::{Body, ProxyError, uri};
+use super::{Body, ProxyError, dial, uri};
 
 /// Sends plain HTTP requests to one address.
 #[derive(Debug)]
@@ -98,15 +97,7 @@ impl PlainClient {
         &self,
     ) -> Result<hyper::client::conn::http2::SendRequest<Body>, ProxyError> {
         let addr = self.addr;
-        let timeout = self.settings.connect_timeout;
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ProxyError::ConnectTimeout {
-                addr,
-                after: timeout,
-            })?
-            .map_err(|source| ProxyError::Connect { addr, source })?;
-        crate::listener::tune(&tcp);
+        let tcp = dial::tcp_within(addr, self.settings.connect_timeout).await?;
         h2_client::handshake(TokioIo::new(tcp), addr, self.settings.limits).await
     }
 }

@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::net::TcpStream;
 use tracing::info;
 
 use super::{Decision, DenyReason, Inbound, Peer};
-use crate::http::{Body, ProxyError};
+use crate::http::{Body, ProxyError, dial};
 use crate::observe::{Exchange, TunnelRecord};
 use crate::tunnel::{self, Lent, Pending, Side};
 
@@ -32,18 +31,7 @@ impl Inbound {
             .ok_or(ProxyError::NoAuthority)?;
         self.admit_tcp(peer, port)?;
         let addr = SocketAddr::new(self.app_key.0.ip(), port);
-        let timeout = self.app_key.1.connect_timeout;
-        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
-            Err(_) => {
-                return Err(ProxyError::ConnectTimeout {
-                    addr,
-                    after: timeout,
-                });
-            }
-        };
-        crate::listener::tune(&tcp);
+        let tcp = dial::tcp_within(addr, self.app_key.1.connect_timeout).await?;
         exchange.upstream(Some(addr), 1);
         let pending = Pending {
             client: Side::Upgrade(hyper::upgrade::on(&mut req)),

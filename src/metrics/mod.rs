@@ -502,6 +502,7 @@ pub struct ConnectionMetrics {
     active: prometheus::IntGaugeVec,
     received: IntCounterVec,
     sent: IntCounterVec,
+    detected: IntCounterVec,
 }
 
 impl ConnectionMetrics {
@@ -547,6 +548,12 @@ impl ConnectionMetrics {
                 "Bytes written to accepted connections (TLS records included), by listener.",
                 &["listener"],
             )?,
+            detected: counter(
+                registry,
+                "pilotfish_protocol_detected_total",
+                "Connections captured to the outbound listener, by the protocol detected (http1, http2, tls, opaque) and what decided it (first-bytes, timeout, port).",
+                &["protocol", "by"],
+            )?,
         })
     }
 
@@ -560,6 +567,7 @@ impl ConnectionMetrics {
             active: self.active.with_label_values(&[listener]),
             received: self.received.with_label_values(&[listener]),
             sent: self.sent.with_label_values(&[listener]),
+            detected: self.detected.clone(),
         }
     }
 }
@@ -579,6 +587,16 @@ pub struct ListenerCounters {
     pub received: prometheus::IntCounter,
     /// Bytes written.
     pub sent: prometheus::IntCounter,
+    /// Captured connections by protocol detected.
+    detected: IntCounterVec,
+}
+
+impl ListenerCounters {
+    /// Counts a captured connection's detected protocol: `by` is
+    /// `first-bytes`, `timeout` or `port`.
+    pub fn detected(&self, protocol: &'static str, by: &'static str) {
+        self.detected.with_label_values(&[protocol, by]).inc();
+    }
 }
 
 /// Span export and access log lines.

@@ -7,15 +7,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::{Request, Response};
-use tokio::net::TcpStream;
 
 use super::load::Load;
 use super::mesh::MeshConn;
 use super::outlier::Health;
 use crate::config::UpstreamProtocol;
-use crate::http::headers;
 use crate::http::plain_client::PlainClient;
 use crate::http::{Body, ProxyError};
+use crate::http::{dial, headers};
 use crate::tunnel::BoxIo;
 
 /// How an endpoint is reached.
@@ -58,6 +57,11 @@ impl Endpoint {
         self.addr
     }
 
+    /// Whether a sidecar answers for it (over mTLS).
+    pub fn in_mesh(&self) -> bool {
+        matches!(self.conn, Conn::Mesh(_))
+    }
+
     /// Its outlier state.
     pub fn health(&self) -> MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
@@ -84,18 +88,9 @@ impl Endpoint {
     pub async fn tunnel(&self, port: u16, connect_timeout: Duration) -> Result<BoxIo, ProxyError> {
         match &self.conn {
             Conn::Mesh(mesh) => mesh.tunnel(port).await,
-            Conn::Plain { .. } => {
-                let addr = self.addr;
-                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| ProxyError::ConnectTimeout {
-                        addr,
-                        after: connect_timeout,
-                    })?
-                    .map_err(|source| ProxyError::Connect { addr, source })?;
-                crate::listener::tune(&tcp);
-                Ok(Box::new(tcp))
-            }
+            Conn::Plain { .. } => Ok(Box::new(
+                dial::tcp_within(self.addr, connect_timeout).await?,
+            )),
         }
     }
 

@@ -25,7 +25,7 @@ mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -71,6 +71,8 @@ pub struct Outbound {
     timeouts: Timeouts,
     max_connections: usize,
     tunnel_metrics: TunnelMetrics,
+    detect_timeout: Duration,
+    opaque_ports: Vec<u16>,
 }
 
 impl Outbound {
@@ -146,6 +148,8 @@ impl Outbound {
             timeouts: config.http.timeouts(),
             max_connections: *outbound.max_connections.get(),
             tunnel_metrics: metrics.tunnels.clone(),
+            detect_timeout: outbound.detect_timeout.get().0,
+            opaque_ports: outbound.opaque_ports.iter().map(|p| *p.get()).collect(),
         })
     }
 
@@ -162,6 +166,16 @@ impl Outbound {
     /// Most app connections the listener holds.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// How long a captured connection may take to send its first bytes.
+    pub fn detect_timeout(&self) -> Duration {
+        self.detect_timeout
+    }
+
+    /// Whether captured connections to `port` are opaque without looking.
+    pub fn is_opaque_port(&self, port: u16) -> bool {
+        self.opaque_ports.contains(&port)
     }
 
     /// The destinations, in name order.

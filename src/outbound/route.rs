@@ -246,6 +246,8 @@ mod tests {
                     fallback: None,
                 })
                 .collect(),
+            detect_timeout: Located::new(crate::config::HumanDuration::from_secs(1)),
+            opaque_ports: Vec::new(),
         }
     }
 

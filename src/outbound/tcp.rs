@@ -5,11 +5,13 @@
 //! counts as a success.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use super::balance::{learn, pick};
 use super::destination::Destination;
+use super::endpoint::Endpoint;
 use crate::http::ProxyError;
 use crate::http::outcome::Outcome;
 use crate::tunnel::BoxIo;
@@ -46,13 +48,7 @@ impl Destination {
             // below decides.
             let endpoint = picked.endpoint;
             let result = endpoint.tunnel(port, config.connect_timeout.0).await;
-            let outcome = match &result {
-                Ok(_) => Outcome::Response {
-                    status: 200,
-                    grpc: None,
-                },
-                Err(err) => Outcome::of_error(err),
-            };
+            let outcome = outcome(&result);
             learn(settings, &endpoint, &endpoints, outcome);
             match result {
                 Ok(io) => return Ok((io, endpoint.addr())),
@@ -66,5 +62,55 @@ impl Destination {
                 Err(err) => return Err(err),
             }
         }
+    }
+}
+
+impl Destination {
+    /// The endpoint a connection captured on its way to `original` was
+    /// meant for: a mesh endpoint on the same host (its sidecar carries
+    /// the connection to that port), or a plain endpoint at that address.
+    pub fn endpoint_for(&self, original: SocketAddr) -> Option<Arc<Endpoint>> {
+        let host = original.ip().to_canonical();
+        let endpoints = self.balancing.endpoints.endpoints();
+        endpoints
+            .iter()
+            .find(|e| match e.in_mesh() {
+                true => e.addr().ip().to_canonical() == host,
+                false => e.addr() == original,
+            })
+            .cloned()
+    }
+
+    /// Opens a tunnel to `port` behind `endpoint` itself, the one the app
+    /// chose (a database's primary is not any replica); its outcome counts
+    /// toward the endpoint's health like any connection's.
+    pub async fn open_tunnel_via(
+        &self,
+        endpoint: Arc<Endpoint>,
+        port: u16,
+    ) -> Result<(BoxIo, SocketAddr), ProxyError> {
+        let config = &self.key().config;
+        let result = endpoint.tunnel(port, config.connect_timeout.0).await;
+        let outcome = outcome(&result);
+        let settings = &self.balancing;
+        learn(
+            settings,
+            &endpoint,
+            &settings.endpoints.endpoints(),
+            outcome,
+        );
+        result.map(|io| (io, endpoint.addr()))
+    }
+}
+
+/// A tunnel's connect, as the balancer and ejection learn it: an open
+/// tunnel is a success, as a 200 would be.
+fn outcome(result: &Result<BoxIo, ProxyError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Response {
+            status: 200,
+            grpc: None,
+        },
+        Err(err) => Outcome::of_error(err),
     }
 }

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -17,7 +18,7 @@ use super::destination::Destination;
 use super::policy::RoutePolicy;
 use super::route::Target;
 use crate::drain;
-use crate::http::{Body, Direction, ErrorFormat, ProxyError};
+use crate::http::{Body, Direction, ErrorFormat, ProxyError, dial};
 use crate::observe::{Exchange, TunnelRecord};
 use crate::tunnel::{self, BoxIo, Pending, Side};
 
@@ -95,12 +96,57 @@ impl Outbound {
         let config = &destination.key().config;
         let port = config.port.as_ref().map_or(listen.port(), |p| *p.get());
         let name = destination.name().as_str();
-        let mut req = Request::connect(format!("{name}:{port}"))
-            .body(())
-            .unwrap_or_default();
+        let open = destination.open_tunnel(port);
+        self.carry_to(io, client, (name, format!("{name}:{port}")), open, watch)
+            .await;
+    }
+
+    /// A connection captured on its way to `original` that is not HTTP
+    /// (TLS, opaque): to a destination's endpoint on that host, carried
+    /// to that endpoint (over mTLS to the same port behind its sidecar);
+    /// anywhere else, straight to `original` ([`PASSTHROUGH`]). Counted
+    /// and logged as a CONNECT either way.
+    pub async fn carry_captured(
+        &self,
+        io: BoxIo,
+        client: SocketAddr,
+        original: SocketAddr,
+        watch: drain::Watch,
+    ) {
+        let found = self
+            .destinations
+            .iter()
+            .find_map(|d| d.endpoint_for(original).map(|e| (d, e)));
+        match found {
+            Some((destination, endpoint)) => {
+                let name = destination.name().as_str();
+                let authority = format!("{name}:{}", original.port());
+                let open = destination.open_tunnel_via(endpoint, original.port());
+                self.carry_to(io, client, (name, authority), open, watch)
+                    .await;
+            }
+            None => {
+                let open = passthrough(original);
+                let labels = (PASSTHROUGH, original.to_string());
+                self.carry_to(io, client, labels, open, watch).await;
+            }
+        }
+    }
+
+    /// Runs a raw connection from the app through the tunnel `open`
+    /// gives, as a CONNECT to `authority` of the destination `name`.
+    async fn carry_to(
+        &self,
+        io: BoxIo,
+        client: SocketAddr,
+        (name, authority): (&str, String),
+        open: impl Future<Output = Result<(BoxIo, SocketAddr), ProxyError>>,
+        watch: drain::Watch,
+    ) {
+        let mut req = Request::connect(authority).body(()).unwrap_or_default();
         let mut exchange = self.observer.begin(Direction::Outbound, &mut req);
         exchange.routed(name, None);
-        match destination.open_tunnel(port).await {
+        match open.await {
             Ok((upstream, endpoint)) => {
                 exchange.upstream(Some(endpoint), 1);
                 let (_, record) = exchange.into_tunnel(Response::new(Body::Empty));
@@ -144,4 +190,18 @@ impl Outbound {
         };
         pending.spawn(labels, settings, record, watch);
     }
+}
+
+/// The destination label of captured connections to addresses no
+/// destination has: they go where the app meant, outside the mesh.
+pub const PASSTHROUGH: &str = "passthrough";
+
+/// How long a passthrough connect may take: the address may be far away
+/// (Istio's passthrough cluster allows 10s).
+const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A plain TCP connection to `addr`.
+async fn passthrough(addr: SocketAddr) -> Result<(BoxIo, SocketAddr), ProxyError> {
+    let tcp = dial::tcp_within(addr, PASSTHROUGH_CONNECT_TIMEOUT).await?;
+    Ok((Box::new(tcp), addr))
 }

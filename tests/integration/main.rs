@@ -10,6 +10,7 @@ mod balancing;
 mod certs;
 mod config_check;
 mod demo;
+mod detection;
 mod discovery;
 mod errors;
 mod examples;

@@ -77,6 +77,7 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
     if let Some(outbound) = &config.outbound {
         outbound::check_services(config, outbound, r);
         outbound::check_routes(outbound, r);
+        outbound::check_detection(outbound, r);
     }
     check_limits(config, r);
     check_telemetry(config, r);

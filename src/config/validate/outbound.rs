@@ -1,6 +1,7 @@
 //! Checks of `outbound:`: destinations, their resilience settings, routes.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::Report;
 use crate::config::{
@@ -14,6 +15,13 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
         let at = dst.position();
         if let Err(e) = ServiceName::new(name) {
             r.error(at, format!("outbound.services: {e}"));
+        }
+        if name == "passthrough" {
+            r.error(
+                at,
+                "outbound.services: `passthrough` is reserved: it labels captured \
+                 connections to addresses no destination has",
+            );
         }
         match (&dst.dns, dst.endpoints.is_empty()) {
             (None, true) => r.error(at, format!("service {name:?} needs `endpoints` or `dns`")),
@@ -324,6 +332,29 @@ pub(super) fn check_routes(outbound: &OutboundConfig, r: &mut Report<'_>) {
                     route.path_prefix,
                     first.line
                 ),
+            );
+        }
+    }
+}
+
+/// Detection waits a while, and opaque ports are real ports.
+pub(super) fn check_detection(outbound: &OutboundConfig, r: &mut Report<'_>) {
+    let wait = outbound.detect_timeout.get().0;
+    if wait.is_zero() || wait > Duration::from_secs(60) {
+        r.error(
+            outbound.detect_timeout.position(),
+            format!(
+                "outbound.detect_timeout {}: from 1ms to 60s (a captured client that sends \
+                 nothing waits this long for its server)",
+                outbound.detect_timeout.get()
+            ),
+        );
+    }
+    for port in &outbound.opaque_ports {
+        if *port.get() == 0 {
+            r.error(
+                port.position(),
+                "outbound.opaque_ports: a port other than 0",
             );
         }
     }

@@ -178,6 +178,7 @@ pub struct Launch {
     binds: Vec<(PathBuf, PathBuf)>,
     tmpfs: Option<(PathBuf, u64)>,
     stdout: Option<PathBuf>,
+    netns: Option<(String, Option<u32>)>,
 }
 
 impl Launch {
@@ -201,12 +202,44 @@ impl Launch {
         self
     }
 
+    /// In the network namespace `ns`, as the user `uid` when given (the
+    /// proxy's own user, whose connections capture lets through).
+    pub fn netns(mut self, ns: &super::Netns, uid: Option<u32>) -> Self {
+        self.netns = Some((ns.name().to_owned(), uid));
+        self
+    }
+
+    /// Lets the user the sidecar runs as read its folder.
+    fn give(&self, dir: &std::path::Path) {
+        if let Some((_, Some(uid))) = &self.netns {
+            super::netns::give(dir, *uid);
+        }
+    }
+
     fn private_mounts(&self) -> bool {
         !self.binds.is_empty() || self.tmpfs.is_some()
     }
 
     /// The program to run with `run --config ...` appended.
     fn command(&self) -> Command {
+        if let Some((ns, uid)) = &self.netns {
+            assert!(
+                !self.private_mounts(),
+                "a namespace or private mounts, not both"
+            );
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            if let Some(uid) = uid {
+                c.args([
+                    "setpriv",
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={uid}"),
+                ]);
+                c.arg("--clear-groups");
+            }
+            c.arg(bin());
+            return c;
+        }
         if !self.private_mounts() {
             return Command::new(bin());
         }
@@ -294,6 +327,7 @@ impl Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("sidecar.yaml");
         std::fs::write(&config_path, config.yaml()).expect("write config");
+        launch.give(dir.path());
         Self::spawn(config_path, dir, launch)
     }
 
