@@ -205,7 +205,9 @@ pub enum ProxyError {
     #[error("the request names no destination: send an absolute URI or a Host header")]
     NoAuthority,
     /// See [`Reason::BadRequest`]: the path has no valid normal form.
-    #[error("the request's path cannot be put in normal form")]
+    #[error(
+        "the request's path is malformed: a % that starts no %XX escape, or no valid normal form"
+    )]
     InvalidPath,
     /// See [`Reason::Unsupported`].
     #[error("{0} is not supported")]
@@ -486,7 +488,10 @@ impl ProxyError {
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
 fn retry_after_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+    let rounded_up = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    rounded_up.max(1)
 }
 
 /// An error and its causes, `outer: inner: innermost`, without repeats

@@ -304,9 +304,8 @@ pub fn keep_alive_for(headers: &HeaderMap, idle_timeout: Duration) -> Option<Dur
     let closes = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        .flat_map(|v| super::headers::tokens(v.as_bytes()))
+        .any(|t| t.eq_ignore_ascii_case(b"close"));
     if closes {
         return None;
     }

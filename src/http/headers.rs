@@ -34,23 +34,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // `TE: trailers` survives on any of its lines, also when `Connection`
+    // names TE (as RFC 9110 §10.1.4 asks a client to).
+    let wants_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|value| tokens(value.as_bytes()))
+        .any(|t| {
+            let coding = t.split(|&b| b == b';').next().unwrap_or_default();
+            coding.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        });
     if headers.contains_key(header::CONNECTION) {
         // `Connection: close, x-foo` names further hop-by-hop fields. The
         // usual tokens (`keep-alive`, `close`) name nothing to remove but
-        // `Keep-Alive`, which goes anyway: only other names are collected.
-        let mut named: Vec<String> = Vec::new();
+        // `Keep-Alive`, which goes anyway: only other names are collected,
+        // token by token (one odd byte spoils its own token only).
+        let mut named: Vec<HeaderName> = Vec::new();
         for value in headers.get_all(header::CONNECTION) {
-            let Ok(text) = value.to_str() else { continue };
-            for name in text.split(',').map(str::trim) {
-                let usual = ["", "close", "keep-alive", "trailers"];
-                if !usual.iter().any(|u| name.eq_ignore_ascii_case(u)) {
-                    named.push(name.to_owned());
+            for name in tokens(value.as_bytes()) {
+                let usual: [&[u8]; 5] = [b"", b"close", b"keep-alive", b"trailers", b"te"];
+                if !usual.iter().any(|u| name.eq_ignore_ascii_case(u))
+                    && let Ok(name) = HeaderName::from_bytes(name)
+                {
+                    named.push(name);
                 }
             }
         }
         headers.remove(header::CONNECTION);
         for name in named {
-            headers.remove(name.as_str());
+            headers.remove(name);
         }
     }
     headers.remove(&KEEP_ALIVE);
@@ -58,20 +70,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::PROXY_AUTHORIZATION);
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::UPGRADE);
-    if let Some(te) = headers.remove(header::TE) {
-        let wants_trailers = te.to_str().is_ok_and(|text| {
-            text.split(',').any(|t| {
-                t.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("trailers")
-            })
-        });
-        if wants_trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
+    headers.remove(header::TE);
+    if wants_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// The comma-separated tokens of a field value, trimmed.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// The fields `strip_hop_by_hop` removes whatever `Connection` says.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod grpc;
 pub mod h1_pool;
 pub mod h2_client;
+pub mod head_scan;
 pub mod headers;
 pub mod lifetime;
 pub mod outcome;

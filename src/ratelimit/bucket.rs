@@ -39,8 +39,14 @@ impl Rate {
 
     /// How long one token takes to flow in.
     pub fn interval(self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.per_second)
+        seconds(1.0 / self.per_second)
     }
+}
+
+/// `secs` as a duration; one too long to hold (a rate so slow it cannot
+/// be configured, shared among many replicas) is the longest there is.
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
 }
 
 /// What taking a token said.
@@ -85,7 +91,7 @@ impl Bucket {
         } else {
             let missing = 1.0 - self.tokens;
             Take::Limited {
-                wait: Duration::from_secs_f64(missing / rate.per_second),
+                wait: seconds(missing / rate.per_second),
             }
         }
     }
@@ -110,6 +116,20 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_slowest_rate_waits_without_overflowing() {
+        let now = Instant::now();
+        // Below what a config may say (a share among many replicas).
+        let rate = Rate::new(1e-300, Some(1));
+        let mut bucket = Bucket::full(rate, now);
+        assert!(matches!(bucket.take(rate, now), Take::Allowed { .. }));
+        let Take::Limited { wait } = bucket.take(rate, now) else {
+            panic!("the one token was taken");
+        };
+        assert_eq!(wait, Duration::MAX);
+        assert_eq!(rate.interval(), Duration::MAX);
     }
 
     #[test]

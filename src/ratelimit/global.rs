@@ -31,6 +31,9 @@ use super::keyed::KeyedBuckets;
 use crate::config::OnFailure;
 use crate::metrics::LimitMetrics;
 
+/// The longest wait for a token Redis may announce: the slowest rate a
+/// config may set is one a week.
+const LONGEST_WAIT: Duration = Duration::from_secs(7 * 86400);
 /// The longest tokens are held before they are spent or dropped.
 const HOLD: Duration = Duration::from_secs(1);
 
@@ -251,7 +254,9 @@ impl Global {
                 share.in_hand = share.in_hand.saturating_add(*grant);
                 share.granted_at = now;
                 share.wanted = false;
-                share.empty_until = (grant < want).then(|| now + Duration::from_millis(*wait_ms));
+                // Redis's word, bounded: no configurable rate waits longer.
+                let wait = Duration::from_millis(*wait_ms).min(LONGEST_WAIT);
+                share.empty_until = (grant < want).then(|| now + wait);
             }
         }
     }

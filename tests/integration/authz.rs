@@ -98,6 +98,13 @@ async fn paths_are_judged_as_the_app_will_see_them() {
         let denied = collect(send_h1(mesh.orders.outbound(), get("users", sneaky)).await).await;
         assert_denied(&denied, "path-not-allowed");
     }
+    // A `%` that starts no escape could build one from what is decoded
+    // after it (`%%32e` would become `%2e`): such a path is refused.
+    for stray in ["/users/%%32e%%32e/admin", "/users/100%"] {
+        let refused = collect(send_h1(mesh.orders.outbound(), get("users", stray)).await).await;
+        assert_eq!(refused.status, 400, "{stray}: {}", refused.text());
+        assert_eq!(refused.header("pilotfish-error"), Some("bad-request"));
+    }
     // A harmless spelling is normalized and passed on normalized.
     let ok =
         collect(send_h1(mesh.orders.outbound(), get("users", "/users/./%7Ebob?x=1")).await).await;

@@ -78,11 +78,18 @@ pub(super) fn check_rate_limits(config: &Config, r: &mut Report<'_>) {
     }
 }
 
+/// The slowest rate: one request a week. Slower is a typo, and a wait
+/// for the next token must stay a duration a client can be told.
+const MIN_RATE: f64 = 1.0 / (7.0 * 86400.0);
+
 fn check_rate(what: &str, rate: &f64, at: Position, r: &mut Report<'_>) {
-    if !(rate.is_finite() && *rate > 0.0 && *rate <= 1e9) {
+    if !(rate.is_finite() && (MIN_RATE..=1e9).contains(rate)) {
         r.error(
             at,
-            format!("{what}: rate {rate} must be above 0 (requests per second)"),
+            format!(
+                "{what}: rate {rate} must be from {MIN_RATE:.2e} (one a week) to 1e9 requests \
+                 per second"
+            ),
         );
     }
 }

@@ -1,0 +1,4 @@
+#![no_main]
+
+// The checks live in src/trace.rs, shared with tests/fuzz_corpus.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pilotfish_fuzz::trace::run(data));
