@@ -52,8 +52,9 @@ impl Destination {
             learn(settings, &endpoint, &endpoints, outcome);
             match result {
                 Ok(io) => return Ok((io, endpoint.addr())),
-                // Nothing was sent: another endpoint may take it.
-                Err(err) if attempt < attempts && outcome.unreached() => {
+                // Nothing was sent: another endpoint may take it. Not a
+                // refusal, though: that is the far side's answer.
+                Err(err) if attempt < attempts && outcome.unreached() && !refused(&err) => {
                     settings.metrics.retry("connect-failure");
                     avoid = Some(endpoint.addr());
                     attempt += 1;
@@ -101,6 +102,13 @@ impl Destination {
         );
         result.map(|io| (io, endpoint.addr()))
     }
+}
+
+/// Whether the far sidecar refused the tunnel (4xx: its policy, a port
+/// it does not open). Its answer is the same on every try, so the
+/// connection fails at once rather than asking again.
+fn refused(err: &ProxyError) -> bool {
+    matches!(err, ProxyError::TunnelRefused { status, .. } if status.is_client_error())
 }
 
 /// A tunnel's connect, as the balancer and ejection learn it: an open
