@@ -11,11 +11,16 @@
 //! `GET /bytes?n=N`, `POST /upload`, `GET /sse?n=5&interval=100ms`,
 //! `/status/{code}`, `GET|POST /knobs`, `GET /stats` (requests served, to
 //! see how the mesh spreads them). Per service: `GET /users/{id}`;
-//! `GET|POST /notifications`; `GET /orders/{id}`. Failure knobs (see
-//! [`knobs`]) apply to every request except `/health`, `/knobs` and
-//! `/stats`.
+//! `GET|POST /notifications`, `GET /notifications/events`;
+//! `GET /orders/{id}`, `POST /orders`. Failure knobs (see [`knobs`]) apply
+//! to every request except `/health`, `/knobs` and `/stats`.
+//!
+//! With `--redis`, orders publishes an event for each order it creates
+//! and notifications consumes them (see [`events`]); without it they say
+//! that events are off, and serve HTTP all the same.
 
 pub mod downstream;
+pub mod events;
 pub mod generic;
 pub mod knobs;
 pub mod reply;
@@ -51,6 +56,11 @@ pub struct AppArgs {
     /// users and notifications through it.
     #[arg(long, value_name = "ADDR")]
     pub sidecar: Option<SocketAddr>,
+    /// A Redis server for order events: orders publishes one to the stream
+    /// `orders` for each order it creates, notifications reads that stream
+    /// as a consumer group. Without it, events are off.
+    #[arg(long, value_name = "ADDR")]
+    pub redis: Option<SocketAddr>,
 }
 
 /// What a running service knows.
@@ -60,6 +70,11 @@ struct State {
     sidecar: Option<SocketAddr>,
     knobs: Mutex<Knobs>,
     notifications_sent: AtomicU64,
+    /// Orders made by `POST /orders`, the last one's id.
+    orders_created: AtomicU64,
+    broker: Option<Arc<events::Broker>>,
+    /// What notifications delivered from the broker.
+    inbox: Arc<events::Inbox>,
     /// Requests that reached the knobs (all but `/health`, `/knobs`,
     /// `/stats`).
     requests: AtomicU64,
@@ -68,11 +83,23 @@ struct State {
 /// Runs a demo service until it is killed.
 pub fn run(args: AppArgs) -> anyhow::Result<()> {
     let knobs = Knobs::from_env()?;
+    let broker = match args.redis {
+        Some(addr) => Some(Arc::new(
+            events::Broker::new(addr).with_context(|| format!("--redis {addr}"))?,
+        )),
+        None => None,
+    };
+    // Named after its address, so a restarted replica gets back the
+    // entries it was given but had not acknowledged.
+    let consumer = format!("{}@{}", args.name, args.listen);
     let state = Arc::new(State {
         name: args.name,
         sidecar: args.sidecar,
         knobs: Mutex::new(knobs),
         notifications_sent: AtomicU64::new(0),
+        orders_created: AtomicU64::new(0),
+        broker,
+        inbox: Arc::new(events::Inbox::new(consumer)),
         requests: AtomicU64::new(0),
     });
     tokio::runtime::Builder::new_current_thread()
@@ -88,6 +115,7 @@ async fn serve(addr: SocketAddr, state: Arc<State>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     eprintln!("demo service {} listening on {bound}", state.name);
+    start_events(&state);
     let http = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let tcp = match listener.accept().await {
@@ -109,6 +137,33 @@ async fn serve(addr: SocketAddr, state: Arc<State>) -> anyhow::Result<()> {
                 eprintln!("connection ended with an error: {e}");
             }
         });
+    }
+}
+
+/// Says whether events are on, and starts the consumer of notifications.
+fn start_events(state: &State) {
+    let (on, off) = match state.name.as_str() {
+        "orders" => (
+            "publishes an event for each order it creates",
+            "publishes none",
+        ),
+        "notifications" => ("consumes the order events", "consumes none"),
+        _ => return,
+    };
+    let Some(broker) = &state.broker else {
+        eprintln!(
+            "events: off (started without --redis): {} {off}",
+            state.name
+        );
+        return;
+    };
+    eprintln!(
+        "events: on: {} {on}, through the Redis server at {}",
+        state.name,
+        broker.addr()
+    );
+    if state.name == "notifications" {
+        events::spawn_consumer(broker.clone(), state.inbox.clone());
     }
 }
 
@@ -162,8 +217,19 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET | &Method::POST, "notifications", ["notifications"]) => {
             services::notifications(&state.notifications_sent, req).await
         }
+        (&Method::GET, "notifications", ["notifications", "events"]) => {
+            events::endpoint(state.broker.as_deref(), &state.inbox)
+        }
         (&Method::GET, "orders", ["orders", id]) => {
             services::order(id, req.headers(), state.sidecar).await
+        }
+        (&Method::POST, "orders", ["orders"]) => {
+            let new = services::NewOrder {
+                sidecar: state.sidecar,
+                broker: state.broker.as_deref(),
+                last_id: &state.orders_created,
+            };
+            services::create_order(new, req.headers()).await
         }
         _ => reply::error(
             StatusCode::NOT_FOUND,

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::plan::{Mesh, Node};
+use super::plan::{Events, Mesh, Node};
 
 /// The text shown once the mesh is up. `identity` gives each workload's
 /// SPIFFE id.
@@ -33,6 +33,7 @@ pub fn render(mesh: &Mesh, identity: impl Fn(&str) -> String, dir: &Path) -> Str
     }
     if let Some(client) = mesh.node("client") {
         examples(&mut out, mesh, client);
+        events(&mut out, mesh, client);
     }
     let logs = dir.join("logs");
     let _ = writeln!(
@@ -79,26 +80,100 @@ fn examples(out: &mut String, mesh: &Mesh, client: &Node) {
     }
 }
 
+/// The asynchronous path: what runs where, and the commands that show it.
+fn events(out: &mut String, mesh: &Mesh, client: &Node) {
+    let (Some(entry), Some(broker)) = (client.outbound, mesh.broker()) else {
+        if let Events::Off(why) = &mesh.events {
+            let _ = writeln!(out, "\nThe asynchronous path is off: {why}");
+        }
+        return;
+    };
+    let addr = |name: &str| {
+        mesh.node(name)
+            .and_then(|n| n.broker)
+            .map_or_else(|| "-".to_owned(), |a| a.to_string())
+    };
+    let _ = writeln!(
+        out,
+        "\nThe asynchronous path: {name} is redis-server (Redis Streams) on {redis}, reached only\n\
+         as raw TCP through its sidecar over mTLS, by orders and notifications alone. Each app\n\
+         connects to a local address of its own sidecar:\n  \
+         orders app        -> {orders:<16} ==mTLS==> {name} sidecar -> redis-server   XADD orders\n  \
+         notifications app -> {notifications:<16} ==mTLS==> {name} sidecar -> redis-server   XREADGROUP, XACK\n\
+         \n\
+         Create an order (orders publishes order-created), then see what notifications delivered:\n\
+         curl -s -X POST -H 'Host: orders' http://{entry}/orders\n\
+         curl -s -H 'Host: notifications' http://{entry}/notifications/events\n\
+         \n\
+         Raw TCP connections the {name} sidecar carried:\n\
+         curl -s http://{admin}/metrics | grep pilotfish_tunnels_opened_total",
+        name = broker.name,
+        redis = broker.app.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        orders = addr("orders"),
+        notifications = addr("notifications"),
+        admin = broker.admin,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_first_curl_line_calls_orders_through_the_client_sidecar() {
-        let ports: Vec<u16> = (30_000..).take(Mesh::ports_needed()).collect();
-        let Some(mesh) = Mesh::new(&ports) else {
+    fn mesh(events: Events) -> Mesh {
+        let ports: Vec<u16> = (30_000..).take(Mesh::ports_needed(&events)).collect();
+        let Some(mesh) = Mesh::new(&ports, events) else {
             panic!("enough ports");
         };
-        let text = render(
-            &mesh,
+        mesh
+    }
+
+    fn rendered(mesh: &Mesh) -> String {
+        render(
+            mesh,
             |name| format!("spiffe://td/{name}"),
             Path::new("/tmp/d"),
-        );
+        )
+    }
+
+    #[test]
+    fn the_first_curl_line_calls_orders_through_the_client_sidecar() {
+        let mesh = mesh(Events::On("/usr/bin/redis-server".into()));
+        let text = rendered(&mesh);
         let entry = mesh.node("client").and_then(|c| c.outbound);
         let first = text.lines().find(|l| l.starts_with("curl "));
         let expected = entry.map(|e| format!("curl -s -H 'Host: orders' http://{e}/orders/42"));
         assert_eq!(first.map(str::to_owned), expected);
         assert!(text.contains("spiffe://td/notifications"));
         assert!(text.contains("/tmp/d/logs"));
+    }
+
+    #[test]
+    fn the_asynchronous_path_is_shown_with_its_commands_or_why_it_is_off() {
+        let on = mesh(Events::On("/usr/bin/redis-server".into()));
+        let text = rendered(&on);
+        let entry = on.node("client").and_then(|c| c.outbound);
+        for line in [
+            entry.map(|e| format!("curl -s -X POST -H 'Host: orders' http://{e}/orders")),
+            entry.map(|e| {
+                format!("curl -s -H 'Host: notifications' http://{e}/notifications/events")
+            }),
+        ] {
+            let line = line.unwrap_or_default();
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        let orders_local = on.node("orders").and_then(|n| n.broker);
+        assert!(
+            orders_local.is_some_and(|a| text.contains(&a.to_string())),
+            "{text}"
+        );
+        assert!(text.contains("spiffe://td/events"), "{text}");
+
+        let off = mesh(Events::Off("no broker here".to_owned()));
+        let text = rendered(&off);
+        assert!(
+            text.contains("The asynchronous path is off: no broker here"),
+            "{text}"
+        );
+        assert!(!text.contains("/notifications/events"), "{text}");
     }
 }

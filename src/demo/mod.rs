@@ -1,24 +1,30 @@
 //! `pilotfish demo`: a whole mesh on loopback, in one command.
 //!
 //! Three demo services (`users`, `orders`, `notifications`, see [`app`]),
-//! each with its own sidecar, plus a `client` sidecar that stands for the
-//! user's own app so that a curl can enter the mesh:
+//! each with its own sidecar; an event broker (`events`: Debian's
+//! `redis-server`, see [`broker`]) with its own sidecar too; plus a
+//! `client` sidecar that stands for the user's own app so that a curl can
+//! enter the mesh:
 //!
 //! ```text
 //! curl -> client sidecar ==mTLS==> orders sidecar -> orders app
 //!         orders app -> orders sidecar ==mTLS==> users sidecar -> users app
 //!                                      ==mTLS==> notifications sidecar -> notifications app
+//!         orders app (XADD) -> orders sidecar ==mTLS, raw TCP==> events sidecar -> redis-server
+//! notifications app (XREADGROUP) -> notifications sidecar ==mTLS, raw TCP==> events sidecar
 //! ```
 //!
-//! In order: plan the ports, make a CA and certificates, write one config
-//! per sidecar, start every app and sidecar as a child process (this same
-//! executable), wait until all are ready, print what runs where, then wait
-//! for Ctrl-C (or SIGTERM) and stop the children. `DEMO_FAIL_RATE`,
-//! `DEMO_DELAY` and `DEMO_HANG` in the environment reach every demo
-//! service (see [`app::knobs`]).
+//! In order: look for `redis-server` (without it the demo runs without its
+//! asynchronous path, and says so), plan the ports, make a CA and
+//! certificates, write one config per sidecar, start the broker, every app
+//! and sidecar as child processes (this same executable), wait until all
+//! are ready, print what runs where, then wait for Ctrl-C (or SIGTERM) and
+//! stop the children. `DEMO_FAIL_RATE`, `DEMO_DELAY` and `DEMO_HANG` in the
+//! environment reach every demo service (see [`app::knobs`]).
 
 pub mod app;
 mod banner;
+mod broker;
 mod children;
 mod plan;
 mod ready;
@@ -33,8 +39,8 @@ use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::children::{Children, tail};
-use self::plan::{Mesh, Node, TlsPaths};
-use self::ready::{NotReady, Probe};
+use self::plan::{Beside, Events, Mesh, Node, TlsPaths};
+use self::ready::{Check, NotReady, Probe};
 use crate::certs::{self, Workload};
 
 /// Longest wait for every app and sidecar to be ready.
@@ -79,8 +85,12 @@ async fn run_mesh(args: DemoArgs) -> anyhow::Result<()> {
     app::knobs::Knobs::from_env().context("the DEMO_* variables are for the demo services")?;
     let dir = prepare_dir(args.dir)?;
     println!("Demo files: {}", dir.display());
-    let ports = plan::free_ports(Mesh::ports_needed()).context("cannot find free ports")?;
-    let mut mesh = Mesh::new(&ports).context("not enough free ports")?;
+    let events = broker::find();
+    if let Events::Off(why) = &events {
+        println!("Events: off. {why}");
+    }
+    let ports = plan::free_ports(Mesh::ports_needed(&events)).context("cannot find free ports")?;
+    let mut mesh = Mesh::new(&ports, events).context("not enough free ports")?;
     mesh.otlp = args.otlp;
     let identities = write_files(&mesh, &dir)?;
     let mut children = Children::default();
@@ -163,44 +173,68 @@ async fn start_and_watch(
     watch(children, signals).await
 }
 
-/// Starts every demo app and sidecar; returns what to check for readiness.
+/// Starts the broker, every demo app and every sidecar; returns what to
+/// check for readiness.
 fn spawn_all(mesh: &Mesh, dir: &Path, children: &mut Children) -> anyhow::Result<Vec<Probe>> {
     let exe = std::env::current_exe().context("cannot find the pilotfish executable")?;
     let logs = dir.join("logs");
     let mut probes = Vec::new();
-    let mut start = |name: String, args: Vec<OsString>, addr, path| {
+    let mut start = |name: String, program: &Path, args: Vec<OsString>, addr, check| {
         let log = logs.join(format!("{name}.log"));
-        children.spawn(&name, &exe, &args, log.clone())?;
+        children.spawn(&name, program, &args, log.clone())?;
         probes.push(Probe {
             child: name,
             log,
             addr,
-            path,
+            check,
         });
         anyhow::Ok(())
     };
     for node in &mesh.nodes {
-        if let Some(app) = node.app {
-            let mut args: Vec<OsString> = vec![
-                "demo-app".into(),
-                "--name".into(),
-                node.name.into(),
-                "--listen".into(),
-                app.to_string().into(),
-            ];
-            if let Some(outbound) = node.outbound {
-                args.extend(["--sidecar".into(), outbound.to_string().into()]);
+        match (node.beside, node.app, &mesh.events) {
+            (Beside::App, Some(app), _) => {
+                let name = format!("{}-app", node.name);
+                start(name, &exe, app_args(node, app), app, Check::Get("/health"))?;
             }
-            start(format!("{}-app", node.name), args, app, "/health")?;
+            (Beside::Broker, Some(addr), Events::On(program)) => {
+                let work = broker::dir(dir);
+                std::fs::create_dir_all(&work)
+                    .with_context(|| format!("cannot create {}", work.display()))?;
+                let name = format!("{}-redis", node.name);
+                start(name, program, broker::args(addr, &work), addr, Check::Ping)?;
+            }
+            _ => {}
         }
         let args = vec![
             "run".into(),
             "--config".into(),
             config_path(dir, node).into(),
         ];
-        start(format!("{}-sidecar", node.name), args, node.admin, "/ready")?;
+        let name = format!("{}-sidecar", node.name);
+        start(name, &exe, args, node.admin, Check::Get("/ready"))?;
     }
     Ok(probes)
+}
+
+/// `pilotfish demo-app` for `node`'s app listening on `app`: it calls other
+/// services through its sidecar's outbound listener and reaches the
+/// broker at its sidecar's local address for it (the app knows only an
+/// address, not the mesh).
+fn app_args(node: &Node, app: std::net::SocketAddr) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "demo-app".into(),
+        "--name".into(),
+        node.name.into(),
+        "--listen".into(),
+        app.to_string().into(),
+    ];
+    if let Some(outbound) = node.outbound {
+        args.extend(["--sidecar".into(), outbound.to_string().into()]);
+    }
+    if let Some(broker) = node.broker {
+        args.extend(["--redis".into(), broker.to_string().into()]);
+    }
+    args
 }
 
 /// Prints which child failed to start and the end of its log.
@@ -217,9 +251,9 @@ fn report_not_ready(why: NotReady) -> anyhow::Error {
         NotReady::TimedOut(probes) => {
             for probe in &probes {
                 eprintln!(
-                    "{} did not answer GET {} on {} with 200 within {}s; last lines of {}:\n{}\n",
+                    "{} did not answer {} on {} within {}s; last lines of {}:\n{}\n",
                     probe.child,
-                    probe.path,
+                    probe.check,
                     probe.addr,
                     START_LIMIT.as_secs(),
                     probe.log.display(),

@@ -3,58 +3,91 @@
 //! file of each sidecar. Pure data and text; [`super`] carries it out.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// What runs beside a workload's sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beside {
+    /// A demo service (`pilotfish demo-app`), spoken to in HTTP.
+    App,
+    /// The event broker (`redis-server`), reached as raw TCP through the
+    /// sidecar's `opaque_ports`.
+    Broker,
+    /// Nothing: `client` stands for the user's own app, their curl.
+    Nothing,
+}
 
 /// One workload of the demo: a service and its sidecar.
 #[derive(Debug, Clone, Copy)]
 struct Spec {
     name: &'static str,
-    /// Whether a demo app runs beside the sidecar (`client` has none: it
-    /// stands for the user's own app, their curl).
-    app: bool,
-    /// Services it calls through its sidecar's outbound listener.
+    beside: Beside,
+    /// Services it calls through its sidecar: HTTP ones on the outbound
+    /// listener, the broker on a local address of its own.
     calls: &'static [&'static str],
 }
 
-/// The demo's workloads. Every one with an app accepts mesh traffic.
-const SPECS: [Spec; 4] = [
+/// The demo's workloads, in start order (the broker first, so that it is
+/// up when its clients are). Every one with something beside it accepts
+/// mesh traffic.
+const SPECS: [Spec; 5] = [
+    Spec {
+        name: "events",
+        beside: Beside::Broker,
+        calls: &[],
+    },
     Spec {
         name: "users",
-        app: true,
+        beside: Beside::App,
         calls: &[],
     },
     Spec {
         name: "orders",
-        app: true,
-        calls: &["users", "notifications"],
+        beside: Beside::App,
+        calls: &["users", "notifications", "events"],
     },
     Spec {
         name: "notifications",
-        app: true,
-        calls: &[],
+        beside: Beside::App,
+        calls: &["events"],
     },
     Spec {
         name: "client",
-        app: false,
+        beside: Beside::Nothing,
         calls: &["orders", "users", "notifications"],
     },
 ];
 
-/// A service's demo app and sidecar, with their addresses.
+/// Whether the demo has its asynchronous path: orders publishes an event
+/// to the `events` broker, notifications consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Events {
+    /// This `redis-server` runs as the `events` workload.
+    On(PathBuf),
+    /// No broker, and why (said at start and in the banner).
+    Off(String),
+}
+
+/// A service's demo app (or the broker) and sidecar, with their addresses.
 #[derive(Debug, Clone)]
 pub struct Node {
     /// Service name, also the certificate's name.
     pub name: &'static str,
-    /// The demo app, if the workload has one.
+    /// What runs beside the sidecar.
+    pub beside: Beside,
+    /// The demo app or the broker, if the workload has one.
     pub app: Option<SocketAddr>,
     /// The sidecar's mTLS listener, if it accepts mesh traffic.
     pub inbound: Option<SocketAddr>,
     /// The sidecar's plain listener for its app, if the app calls others.
     pub outbound: Option<SocketAddr>,
+    /// Where the app reaches the broker, if it uses it: a local address
+    /// of its own sidecar (an opaque destination's `listen`).
+    pub broker: Option<SocketAddr>,
     /// The sidecar's admin listener.
     pub admin: SocketAddr,
-    /// Services reachable through `outbound`.
-    pub calls: &'static [&'static str],
+    /// Services reachable through the sidecar (those in this mesh).
+    pub calls: Vec<&'static str>,
 }
 
 /// The certificate files a sidecar uses.
@@ -73,6 +106,8 @@ pub struct TlsPaths<'a> {
 pub struct Mesh {
     /// Every workload, in start order.
     pub nodes: Vec<Node>,
+    /// Whether the broker runs, and which.
+    pub events: Events,
     /// The OTLP/gRPC collector every sidecar sends its spans to, if any.
     pub otlp: Option<String>,
 }
@@ -90,20 +125,48 @@ pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
         .collect()
 }
 
-impl Mesh {
-    /// How many ports [`Mesh::new`] needs.
-    pub fn ports_needed() -> usize {
+/// The workloads of a mesh with or without the broker, each with the
+/// callees that are in it.
+fn specs(events: &Events) -> impl Iterator<Item = (Spec, Vec<&'static str>)> + '_ {
+    let present =
+        move |spec: &Spec| spec.beside != Beside::Broker || matches!(events, Events::On(_));
+    SPECS.into_iter().filter(present).map(move |spec| {
+        let calls = spec
+            .calls
+            .iter()
+            .copied()
+            .filter(|callee| SPECS.iter().any(|s| s.name == *callee && present(s)))
+            .collect();
+        (spec, calls)
+    })
+}
+
+/// Whether `calls` includes the broker.
+fn calls_broker(calls: &[&str]) -> bool {
+    calls.iter().any(|c| {
         SPECS
             .iter()
-            .map(|s| 1 + 2 * usize::from(s.app) + usize::from(!s.calls.is_empty()))
+            .any(|s| s.name == *c && s.beside == Beside::Broker)
+    })
+}
+
+impl Mesh {
+    /// How many ports [`Mesh::new`] needs.
+    pub fn ports_needed(events: &Events) -> usize {
+        specs(events)
+            .map(|(spec, calls)| {
+                1 + 2 * usize::from(spec.beside != Beside::Nothing)
+                    + usize::from(!calls.is_empty())
+                    + usize::from(calls_broker(&calls))
+            })
             .sum()
     }
 
     /// The mesh, taking its ports from `ports`; `None` if they run out.
-    pub fn new(ports: &[u16]) -> Option<Self> {
+    pub fn new(ports: &[u16], events: Events) -> Option<Self> {
         let mut ports = ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p)));
         let mut nodes = Vec::with_capacity(SPECS.len());
-        for spec in SPECS {
+        for (spec, calls) in specs(&events) {
             let mut maybe = |wanted: bool| {
                 if wanted {
                     ports.next().map(Some)
@@ -111,21 +174,33 @@ impl Mesh {
                     Some(None)
                 }
             };
+            let beside = spec.beside != Beside::Nothing;
             nodes.push(Node {
                 name: spec.name,
-                app: maybe(spec.app)?,
-                inbound: maybe(spec.app)?,
-                outbound: maybe(!spec.calls.is_empty())?,
+                beside: spec.beside,
+                app: maybe(beside)?,
+                inbound: maybe(beside)?,
+                outbound: maybe(!calls.is_empty())?,
+                broker: maybe(calls_broker(&calls))?,
                 admin: ports.next()?,
-                calls: spec.calls,
+                calls,
             });
         }
-        Some(Self { nodes, otlp: None })
+        Some(Self {
+            nodes,
+            events,
+            otlp: None,
+        })
     }
 
     /// The workload called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The broker's workload, when it runs.
+    pub fn broker(&self) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.beside == Beside::Broker)
     }
 
     /// The YAML config of `node`'s sidecar. Paths are written as quoted
@@ -144,31 +219,10 @@ impl Mesh {
             admin = node.admin,
         );
         if let (Some(listen), Some(app)) = (node.inbound, node.app) {
-            yaml.push_str(&format!(
-                "inbound:\n  listen: {listen}   # mTLS from other sidecars\n  \
-                 app: {app}      # the demo app\n"
-            ));
-            // Only the workloads that call this one get in.
-            let callers: Vec<String> = self
-                .nodes
-                .iter()
-                .filter(|n| n.calls.contains(&node.name))
-                .map(|n| format!("{{ service: {} }}", n.name))
-                .collect();
-            yaml.push_str(&format!(
-                "  authorization:\n    rules:\n      - name: callers\n        from: [{}]\n",
-                callers.join(", ")
-            ));
+            yaml.push_str(&self.inbound_config(node, listen, app));
         }
         if let Some(listen) = node.outbound {
-            yaml.push_str(&format!(
-                "outbound:\n  listen: {listen}   # plain HTTP from the app\n  services:\n"
-            ));
-            for callee in node.calls {
-                if let Some(endpoint) = self.node(callee).and_then(|n| n.inbound) {
-                    yaml.push_str(&format!("    {callee}: {{ endpoints: [{endpoint}] }}\n"));
-                }
-            }
+            yaml.push_str(&self.outbound_config(node, listen));
         }
         // Short, so that on Ctrl-C every sidecar is gone well within the
         // demo's 10 s wait before SIGKILL.
@@ -187,72 +241,177 @@ impl Mesh {
         }
         yaml
     }
+
+    /// `inbound:` of a workload that others call. Only the workloads that
+    /// call it get in; to the broker, only as raw TCP to its port.
+    fn inbound_config(&self, node: &Node, listen: SocketAddr, app: SocketAddr) -> String {
+        let callers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.calls.contains(&node.name))
+            .map(|n| format!("{{ service: {} }}", n.name))
+            .collect();
+        let callers = callers.join(", ");
+        let head = format!("inbound:\n  listen: {listen}   # mTLS from other sidecars\n");
+        match node.beside {
+            Beside::Broker => format!(
+                "{head}  app: {app}      # redis-server: raw TCP only, there is no HTTP app\n  \
+                 opaque_ports: [{port}]\n  \
+                 authorization:\n    rules:\n      - name: callers\n        \
+                 from: [{callers}]\n        ports: [{port}]\n",
+                port = app.port(),
+            ),
+            Beside::App | Beside::Nothing => format!(
+                "{head}  app: {app}      # the demo app\n  \
+                 authorization:\n    rules:\n      - name: callers\n        from: [{callers}]\n"
+            ),
+        }
+    }
+
+    /// `outbound:` of a workload that calls others: HTTP services by name
+    /// on the outbound listener, the broker on its own local address.
+    fn outbound_config(&self, node: &Node, listen: SocketAddr) -> String {
+        let mut yaml =
+            format!("outbound:\n  listen: {listen}   # plain HTTP from the app\n  services:\n");
+        for callee in &node.calls {
+            let Some(far) = self.node(callee) else {
+                continue;
+            };
+            let Some(endpoint) = far.inbound else {
+                continue;
+            };
+            match (far.beside, node.broker, far.app) {
+                (Beside::Broker, Some(local), Some(broker)) => yaml.push_str(&format!(
+                    "    # The broker: the app's connections to {local} are carried as raw TCP\n    \
+                     # to port {port} beside the {callee} sidecar, over mTLS.\n    \
+                     {callee}: {{ protocol: opaque, listen: {local}, port: {port}, endpoints: [{endpoint}] }}\n",
+                    port = broker.port(),
+                )),
+                _ => yaml.push_str(&format!("    {callee}: {{ endpoints: [{endpoint}] }}\n")),
+            }
+        }
+        yaml
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::config::{self, UpstreamProtocol};
 
-    fn mesh() -> Mesh {
-        let ports: Vec<u16> = (20_000..).take(Mesh::ports_needed()).collect();
-        Mesh::new(&ports).unwrap_or_else(|| panic!("{} ports are enough", ports.len()))
+    fn on() -> Events {
+        Events::On(PathBuf::from("/usr/bin/redis-server"))
+    }
+
+    fn mesh(events: Events) -> Mesh {
+        let ports: Vec<u16> = (20_000..).take(Mesh::ports_needed(&events)).collect();
+        Mesh::new(&ports, events).unwrap_or_else(|| panic!("{} ports are enough", ports.len()))
     }
 
     #[test]
     fn every_port_is_used_once() {
-        let mesh = mesh();
-        let mut addrs: Vec<SocketAddr> = mesh
-            .nodes
-            .iter()
-            .flat_map(|n| [n.app, n.inbound, n.outbound, Some(n.admin)])
-            .flatten()
-            .collect();
-        assert_eq!(addrs.len(), Mesh::ports_needed());
-        addrs.sort();
-        addrs.dedup();
-        assert_eq!(addrs.len(), Mesh::ports_needed());
-        assert!(Mesh::new(&[1, 2, 3]).is_none());
+        for events in [on(), Events::Off("absent".to_owned())] {
+            let needed = Mesh::ports_needed(&events);
+            let mesh = mesh(events);
+            let mut addrs: Vec<SocketAddr> = mesh
+                .nodes
+                .iter()
+                .flat_map(|n| [n.app, n.inbound, n.outbound, n.broker, Some(n.admin)])
+                .flatten()
+                .collect();
+            assert_eq!(addrs.len(), needed);
+            addrs.sort();
+            addrs.dedup();
+            assert_eq!(addrs.len(), needed);
+        }
+        assert!(Mesh::new(&[1, 2, 3], on()).is_none());
+    }
+
+    #[test]
+    fn without_a_broker_nothing_calls_events() {
+        let mesh = mesh(Events::Off("absent".to_owned()));
+        assert!(mesh.broker().is_none());
+        let names: Vec<&str> = mesh.nodes.iter().map(|n| n.name).collect();
+        assert_eq!(names, ["users", "orders", "notifications", "client"]);
+        assert!(mesh.nodes.iter().all(|n| n.broker.is_none()));
+        assert!(mesh.nodes.iter().all(|n| !n.calls.contains(&"events")));
+        // notifications calls nothing then, so it has no outbound listener.
+        assert_eq!(mesh.node("notifications").map(|n| n.outbound), Some(None));
     }
 
     #[test]
     fn configs_are_valid_and_point_at_the_right_places() {
-        let mut mesh = mesh();
-        mesh.otlp = Some("http://127.0.0.1:4317".to_owned());
-        let dir = Path::new("/tmp/demo dir: with # odd 'chars'");
-        for node in &mesh.nodes {
-            let cert = dir.join(format!("{}.pem", node.name));
-            let key = dir.join(format!("{}-key.pem", node.name));
-            let tls = TlsPaths {
-                ca: &dir.join("ca.pem"),
-                cert: &cert,
-                key: &key,
-            };
-            let yaml = mesh.sidecar_config(node, &tls);
-            let parsed = config::parse_str(&yaml, Path::new("demo.yaml"));
-            let parsed = parsed.unwrap_or_else(|e| panic!("{}:\n{e}\n{yaml}", node.name));
-            let warnings = config::warnings(&parsed, Path::new("demo.yaml"));
-            assert!(warnings.is_empty(), "{}: {warnings:?}", node.name);
-            assert_eq!(parsed.service.as_str(), node.name);
-            let tls_cert = parsed.tls.as_ref().map(|t| t.cert.get().clone());
-            assert_eq!(tls_cert, Some(cert));
-            assert_eq!(*parsed.admin.listen, node.admin);
-            assert_eq!(parsed.inbound.as_ref().map(|i| *i.app), node.app);
-            let otlp = parsed
-                .tracing
-                .otlp
-                .as_ref()
-                .map(|o| o.endpoint.get().as_str());
-            assert_eq!(otlp, Some("http://127.0.0.1:4317"));
-            if let Some(inbound) = &parsed.inbound {
-                let rules = inbound.authorization.as_ref().map(|a| a.rules.len());
-                assert_eq!(rules, Some(1), "{}: only its callers get in", node.name);
+        for events in [on(), Events::Off("absent".to_owned())] {
+            let mut mesh = mesh(events);
+            mesh.otlp = Some("http://127.0.0.1:4317".to_owned());
+            for node in &mesh.nodes {
+                check_config(&mesh, node);
             }
-            let services = parsed.outbound.map(|o| o.services).unwrap_or_default();
-            assert_eq!(services.len(), node.calls.len());
-            for (callee, dst) in services {
-                let expected = mesh.node(&callee).and_then(|n| n.inbound);
-                assert_eq!(dst.endpoints.first().map(|e| **e), expected, "{callee}");
+        }
+    }
+
+    fn check_config(mesh: &Mesh, node: &Node) {
+        let dir = Path::new("/tmp/demo dir: with # odd 'chars'");
+        let cert = dir.join(format!("{}.pem", node.name));
+        let key = dir.join(format!("{}-key.pem", node.name));
+        let tls = TlsPaths {
+            ca: &dir.join("ca.pem"),
+            cert: &cert,
+            key: &key,
+        };
+        let yaml = mesh.sidecar_config(node, &tls);
+        let parsed = config::parse_str(&yaml, Path::new("demo.yaml"));
+        let parsed = parsed.unwrap_or_else(|e| panic!("{}:\n{e}\n{yaml}", node.name));
+        let warnings = config::warnings(&parsed, Path::new("demo.yaml"));
+        assert!(warnings.is_empty(), "{}: {warnings:?}", node.name);
+        assert_eq!(parsed.service.as_str(), node.name);
+        let tls_cert = parsed.tls.as_ref().map(|t| t.cert.get().clone());
+        assert_eq!(tls_cert, Some(cert));
+        assert_eq!(*parsed.admin.listen, node.admin);
+        assert_eq!(parsed.inbound.as_ref().map(|i| *i.app), node.app);
+        let otlp = parsed
+            .tracing
+            .otlp
+            .as_ref()
+            .map(|o| o.endpoint.get().as_str());
+        assert_eq!(otlp, Some("http://127.0.0.1:4317"));
+        if let Some(inbound) = &parsed.inbound {
+            let rules = inbound.authorization.as_ref().map(|a| &a.rules);
+            assert_eq!(
+                rules.map(Vec::len),
+                Some(1),
+                "{}: only its callers get in",
+                node.name
+            );
+            let opaque: Vec<u16> = inbound.opaque_ports.iter().map(|p| *p.get()).collect();
+            let rule_ports: Vec<u16> = rules
+                .and_then(|r| r.first())
+                .map(|r| r.ports.iter().map(|p| *p.get()).collect())
+                .unwrap_or_default();
+            // The broker is open to raw TCP on its port only; apps, to HTTP only.
+            let expected: Vec<u16> = match node.beside {
+                Beside::Broker => node.app.map(|a| a.port()).into_iter().collect(),
+                Beside::App | Beside::Nothing => Vec::new(),
+            };
+            assert_eq!(opaque, expected, "{}", node.name);
+            assert_eq!(rule_ports, expected, "{}", node.name);
+        }
+        let services = parsed.outbound.map(|o| o.services).unwrap_or_default();
+        assert_eq!(services.len(), node.calls.len());
+        for (callee, dst) in services {
+            let far = mesh.node(&callee);
+            let expected = far.and_then(|n| n.inbound);
+            assert_eq!(dst.endpoints.first().map(|e| **e), expected, "{callee}");
+            let is_broker = far.is_some_and(|f| f.beside == Beside::Broker);
+            assert_eq!(
+                *dst.protocol == UpstreamProtocol::Opaque,
+                is_broker,
+                "{callee}"
+            );
+            if is_broker {
+                assert_eq!(dst.listen.as_ref().map(|l| **l), node.broker, "{callee}");
+                let port = far.and_then(|f| f.app).map(|a| a.port());
+                assert_eq!(dst.port.as_ref().map(|p| **p), port, "{callee}");
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Waiting for the demo mesh to come up: every sidecar's admin `/ready`
-//! and every app's `/health` must answer 200, while no child has exited.
+//! and every app's `/health` must answer 200, and the broker `PING`, while
+//! no child has exited.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use http::header::HOST;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -21,7 +23,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// Longest wait for one check's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One thing that must answer 200 before the demo is up.
+/// One thing that must answer before the demo is up.
 #[derive(Debug, Clone)]
 pub struct Probe {
     /// The child that serves it, such as `orders-sidecar`.
@@ -30,8 +32,26 @@ pub struct Probe {
     pub log: PathBuf,
     /// Where to ask.
     pub addr: SocketAddr,
-    /// What to ask for (`/ready` or `/health`).
-    pub path: &'static str,
+    /// What to ask.
+    pub check: Check,
+}
+
+/// What a probe asks.
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    /// `GET` this path (`/ready` or `/health`), which must answer 200.
+    Get(&'static str),
+    /// Redis's `PING`, which must answer `+PONG`.
+    Ping,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Get(path) => write!(f, "GET {path} with 200"),
+            Self::Ping => f.write_str("PING with +PONG"),
+        }
+    }
 }
 
 /// Why the mesh did not come up.
@@ -43,8 +63,8 @@ pub enum NotReady {
     TimedOut(Vec<Probe>),
 }
 
-/// Checks every probe each 50 ms until all have answered 200 once, a
-/// child exits, or `limit` passes.
+/// Checks every probe each 50 ms until all have answered once, a child
+/// exits, or `limit` passes.
 pub async fn wait(
     children: &mut Children,
     probes: &[Probe],
@@ -58,7 +78,11 @@ pub async fn wait(
         }
         let mut still = Vec::with_capacity(pending.len());
         for probe in pending {
-            if get(probe.addr, probe.path).await != Some(StatusCode::OK) {
+            let answered = match probe.check {
+                Check::Get(path) => get(probe.addr, path).await == Some(StatusCode::OK),
+                Check::Ping => ping(probe.addr).await,
+            };
+            if !answered {
                 still.push(probe);
             }
         }
@@ -93,4 +117,20 @@ pub async fn get(addr: SocketAddr, path: &str) -> Option<StatusCode> {
         .await
         .ok()
         .flatten()
+}
+
+/// Whether the Redis server at `addr` answers `PING` within a second.
+async fn ping(addr: SocketAddr) -> bool {
+    let attempt = async {
+        let mut tcp = TcpStream::connect(addr).await.ok()?;
+        tcp.write_all(b"PING\r\n").await.ok()?;
+        let mut answer = [0; 7];
+        tcp.read_exact(&mut answer).await.ok()?;
+        Some(&answer == b"+PONG\r\n")
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }

@@ -2,8 +2,11 @@
 //! it prints works when pasted (client sidecar =mTLS=> orders sidecar ->
 //! orders app -> orders sidecar =mTLS=> users and notifications); the far
 //! app sees the caller's verified identity; failures injected at run time
-//! show up as a 502 naming the failed call; and Ctrl-C stops every process
-//! the demo started.
+//! show up as a 502 naming the failed call; an order created with the
+//! printed `curl` reaches notifications asynchronously, as an event through
+//! a real Redis carried as raw TCP by the sidecars; and Ctrl-C stops every
+//! process the demo started. A demo app without its broker serves HTTP and
+//! says events are off.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,27 +25,148 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-/// Longest wait for the demo to print its first `curl` line.
+use crate::support::demo_app::DemoApp;
+
+/// Longest wait for the demo to print its banner.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The banner's last line.
+const BANNER_END: &str = "Press Ctrl-C to stop.";
+/// Longest wait for an event to go from orders to notifications.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for one request's answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the demo to exit after SIGINT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The identity of the demo's `client` sidecar.
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
-/// 3 demo apps and 4 sidecars (users, orders, notifications, client).
-const CHILDREN: usize = 7;
+/// 3 demo apps, 5 sidecars (events, users, orders, notifications,
+/// client) and the broker, redis-server.
+const CHILDREN: usize = 9;
+/// What the demo's children run.
+const CHILD_PROGRAMS: [&str; 2] = ["pilotfish", "redis-server"];
 
 #[tokio::test]
 async fn demo_mesh_serves_the_printed_curl_and_stops_every_process_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let mut demo = Demo::start(dir.path());
-    let curl = CurlRequest::parse(&demo.first_curl_line().await);
+    let banner = demo.banner().await;
+    let first = banner.lines().find(|l| l.starts_with("curl "));
+    let curl = CurlRequest::parse(first.expect("a curl line"));
     the_printed_curl_gets_an_order_with_its_user_and_notification(&curl).await;
     users_answer_through_the_mesh_with_the_callers_identity(curl.addr).await;
     the_written_configs_pass_check(dir.path()).await;
     injected_failures_show_as_a_502_naming_the_call(curl.addr).await;
+    an_order_event_reaches_notifications_through_the_events_sidecar(&banner).await;
     ctrl_c_stops_the_demo_and_every_process_it_started(&mut demo).await;
+}
+
+/// The three printed commands of the asynchronous path: create an order
+/// (orders publishes `order-created` to Redis through its sidecar), read
+/// what notifications delivered (it consumed the stream through its
+/// sidecar), and the events sidecar's metrics, which counted the raw TCP
+/// connections it carried.
+async fn an_order_event_reaches_notifications_through_the_events_sidecar(banner: &str) {
+    let line = |start: &str| {
+        banner
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in\n{banner}"))
+    };
+    let create = CurlRequest::parse(line("curl -s -X POST -H 'Host: orders' "));
+    assert_eq!(create.path, "/orders", "{create:?}");
+    let (status, body) = create.send().await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let created = json(&body);
+    assert_eq!(created["event"]["published"], true, "{body}");
+    assert_eq!(created["event"]["type"], "order-created", "{body}");
+    let order_id = created["order"]["id"].as_u64().expect("an order id");
+    let email = created["user"]["email"].clone();
+
+    let inbox = CurlRequest::parse(line("curl -s -H 'Host: notifications' "));
+    assert_eq!(inbox.path, "/notifications/events", "{inbox:?}");
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let delivered = loop {
+        let (status, body) = inbox.send().await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let events = json(&body);
+        assert_eq!(events["events"], "on", "{body}");
+        let recent = events["recent"].as_array().cloned().unwrap_or_default();
+        if let Some(found) = recent.into_iter().find(|n| n["order_id"] == order_id) {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order_id} not delivered within {EVENT_TIMEOUT:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivered["type"], "order-created", "{delivered}");
+    assert_eq!(delivered["to"], email, "{delivered}");
+    assert_eq!(delivered["entry"], created["event"]["entry"], "{delivered}");
+
+    // Both apps' connections crossed the mesh: the events sidecar carried
+    // them to redis-server as opaque TCP, after mTLS and authorization.
+    let metrics = banner
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("pilotfish_tunnels_opened_total"))
+        .unwrap_or_else(|| panic!("no curl line for the tunnel metrics in\n{banner}"));
+    let (command, grep) = metrics.split_once(" | ").expect("a pipe to grep");
+    assert!(grep.contains("pilotfish_tunnels_opened_total"), "{metrics}");
+    let (status, text) = CurlRequest::parse(command).send().await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let opened: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("pilotfish_tunnels_opened_total{"))
+        .filter(|l| l.contains(r#"direction="inbound""#) && l.contains(r#"kind="opaque""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|n| n as u64)
+        .sum();
+    assert!(
+        opened >= 2,
+        "orders' and notifications' connections:\n{text}"
+    );
+}
+
+/// Run alone, a demo app has no broker: without `--redis` it says events
+/// are off; with a `--redis` where nothing listens, it says it cannot
+/// reach it; either way it serves HTTP.
+#[tokio::test]
+async fn a_demo_app_without_its_broker_serves_http_and_says_events_are_off() {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let alone = DemoApp::start_with("notifications", any, &[], &[]);
+    let (status, body) = send(alone.addr, Method::GET, "/notifications/events", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["events"], "off", "{body}");
+    let (status, body) = send(alone.addr, Method::GET, "/users/1", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = send(alone.addr, Method::GET, "/health", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(alone.log().contains("events: off"), "{}", alone.log());
+
+    // A port just freed: nothing listens there.
+    let nothing = std::net::TcpListener::bind(any)
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let lost = DemoApp::start_with("notifications", any, &["--redis", &nothing], &[]);
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (status, body) = send(lost.addr, Method::GET, "/notifications/events", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let events = json(&body);
+        assert_eq!(events["events"], "on", "{body}");
+        assert_eq!(events["connected"], false, "{body}");
+        if events["last_error"].is_string() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        lost.log().contains(&format!("no broker at {nothing}")),
+        "{}",
+        lost.log()
+    );
 }
 
 async fn the_printed_curl_gets_an_order_with_its_user_and_notification(curl: &CurlRequest) {
@@ -76,7 +200,7 @@ async fn the_written_configs_pass_check(dir: &Path) {
         .filter(|p| p.to_string_lossy().ends_with("-sidecar.yaml"))
         .collect();
     configs.sort();
-    assert_eq!(configs.len(), 4, "one config per sidecar: {configs:?}");
+    assert_eq!(configs.len(), 5, "one config per sidecar: {configs:?}");
     let output = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
         .arg("check")
         .args(&configs)
@@ -143,10 +267,12 @@ async fn ctrl_c_stops_the_demo_and_every_process_it_started(demo: &mut Demo) {
     );
     for &pid in &children {
         assert!(
-            is_live_pilotfish(pid),
-            "child {pid} is not a running pilotfish"
+            is_live_demo_child(pid),
+            "child {pid} is not a running {CHILD_PROGRAMS:?}"
         );
     }
+    let brokers = children.iter().filter(|&&pid| comm(pid) == "redis-server");
+    assert_eq!(brokers.count(), 1, "the broker among {children:?}");
     demo.guard.children.clone_from(&children);
 
     let status = demo.interrupt_and_wait().await;
@@ -160,7 +286,7 @@ async fn ctrl_c_stops_the_demo_and_every_process_it_started(demo: &mut Demo) {
     assert!(said.trim_end().ends_with("Stopped."), "{said}");
     for pid in children {
         assert!(
-            !is_live_pilotfish(pid),
+            !is_live_demo_child(pid),
             "process {pid} started by the demo still runs"
         );
     }
@@ -211,17 +337,18 @@ impl Demo {
         }
     }
 
-    /// Reads stdout up to the first line starting with `curl `, then keeps
-    /// reading the rest in the background so the demo never blocks on it.
-    async fn first_curl_line(&mut self) -> String {
+    /// Reads stdout up to the banner's last line and returns it all, then
+    /// keeps reading the rest in the background so the demo never blocks
+    /// on it.
+    async fn banner(&mut self) -> String {
         let mut lines = self.stdout.take().expect("stdout is piped");
         let printed = &mut self.printed;
         let found = tokio::time::timeout(START_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
                 printed.push_str(&line);
                 printed.push('\n');
-                if line.starts_with("curl ") {
-                    return Some(line);
+                if line == BANNER_END {
+                    return Some(printed.clone());
                 }
             }
             None
@@ -236,16 +363,16 @@ impl Demo {
             rest
         }));
         match found {
-            Ok(Some(line)) => line,
+            Ok(Some(banner)) => banner,
             Ok(None) => {
                 let stderr = self.stderr().await;
                 panic!(
-                    "the demo printed no curl line:\n{}\nstderr:\n{stderr}",
+                    "the demo printed no {BANNER_END:?}:\n{}\nstderr:\n{stderr}",
                     self.printed
                 )
             }
             Err(_) => panic!(
-                "no curl line within {START_TIMEOUT:?}; so far:\n{}",
+                "no {BANNER_END:?} within {START_TIMEOUT:?}; so far:\n{}",
                 self.printed
             ),
         }
@@ -313,7 +440,7 @@ impl Drop for Guard {
         pids.extend(&self.children);
         pids.push(self.demo);
         for pid in pids {
-            if is_live_pilotfish(pid) {
+            if is_live_demo_child(pid) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
@@ -344,14 +471,19 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
-/// Whether `pid` is a running (not zombie) `pilotfish` process; a PID
-/// reused by another program does not count.
-fn is_live_pilotfish(pid: i32) -> bool {
+/// Whether `pid` is a running (not zombie) `pilotfish` or `redis-server`
+/// process; a PID reused by another program does not count.
+fn is_live_demo_child(pid: i32) -> bool {
     let running = stat(pid).is_some_and(|(state, _)| state != 'Z');
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-    let name = Path::new(std::str::from_utf8(argv0).unwrap_or_default()).file_name();
-    running && name.is_some_and(|n| n == "pilotfish")
+    running && CHILD_PROGRAMS.contains(&comm(pid).as_str())
+}
+
+/// The name of the program `pid` runs, as the kernel keeps it (the file
+/// name it was started as: `redis-server` rewrites its command line, and
+/// Debian's is a link to another file).
+fn comm(pid: i32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.trim_end().to_owned()
 }
 
 /// A `curl` command line as the demo prints it: `-s`, `-X METHOD`,

@@ -1,6 +1,7 @@
 //! The three demo services' own endpoints: `users` answers from fake data,
 //! `notifications` counts what it is sent, and `orders` calls both (through
-//! its sidecar) and combines the answers.
+//! its sidecar) and combines the answers, or creates an order and
+//! publishes an event for it (see [`super::events`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::downstream::Call;
+use super::events::{self, Broker};
 use super::reply::{self, Body};
 
 /// Largest notification body accepted.
@@ -87,20 +89,10 @@ pub async fn order(id: &str, headers: &HeaderMap, sidecar: Option<SocketAddr>) -
         );
     };
     let Some(sidecar) = sidecar else {
-        return reply::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "orders was started without --sidecar, so it cannot call users or notifications",
-        );
+        return no_sidecar();
     };
     let user_id = order_id % 10 + 1;
-    let get_user = Call {
-        service: "users",
-        method: Method::GET,
-        path: format!("/users/{user_id}"),
-        body: None,
-        headers,
-    };
-    let user = match call(get_user, sidecar).await {
+    let user = match call(get_user(user_id, headers), sidecar).await {
         Ok(user) => user,
         Err(response) => return response,
     };
@@ -118,14 +110,88 @@ pub async fn order(id: &str, headers: &HeaderMap, sidecar: Option<SocketAddr>) -
         Ok(notification) => notification,
         Err(response) => return response,
     };
-    let order = json!({
+    let order = fake_order(order_id, user_id);
+    let value = json!({ "order": order, "user": user, "notification": notification });
+    reply::json(StatusCode::OK, &value)
+}
+
+/// What `POST /orders` needs of the service.
+#[derive(Debug)]
+pub struct NewOrder<'a> {
+    /// Its sidecar's outbound listener, to call users.
+    pub sidecar: Option<SocketAddr>,
+    /// The broker to publish to, if events are on.
+    pub broker: Option<&'a Broker>,
+    /// The id of the last order created.
+    pub last_id: &'a AtomicU64,
+}
+
+/// `POST /orders`: a new order (the next id) for its user (from `users`),
+/// announced by an `order-created` event on the broker; 201. Without a
+/// broker the order is made all the same and the answer says no event was
+/// published; a broker that fails gives 502 naming it.
+pub async fn create_order(new: NewOrder<'_>, headers: &HeaderMap) -> Response<Body> {
+    let Some(sidecar) = new.sidecar else {
+        return no_sidecar();
+    };
+    let order_id = new.last_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let user_id = order_id % 10 + 1;
+    let user = match call(get_user(user_id, headers), sidecar).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let order = fake_order(order_id, user_id);
+    let event = match new.broker {
+        None => json!({
+            "published": false,
+            "why": "events are off: orders was started without --redis",
+        }),
+        Some(broker) => match broker.publish(&events::order_created(&order, &user)).await {
+            Ok(entry) => json!({
+                "published": true,
+                "type": events::ORDER_CREATED,
+                "stream": events::STREAM,
+                "entry": entry,
+            }),
+            Err(e) => {
+                let what = format!("XADD {} (Redis at {})", events::STREAM, broker.addr());
+                let failure = json!({
+                    "error": format!("cannot publish {} for order {order_id}", events::ORDER_CREATED),
+                    "call": what,
+                    "detail": e.to_string(),
+                });
+                return reply::json(StatusCode::BAD_GATEWAY, &failure);
+            }
+        },
+    };
+    let value = json!({ "order": order, "user": user, "event": event });
+    reply::json(StatusCode::CREATED, &value)
+}
+
+fn no_sidecar() -> Response<Body> {
+    reply::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "orders was started without --sidecar, so it cannot call users or notifications",
+    )
+}
+
+fn get_user(user_id: u64, headers: &HeaderMap) -> Call<'_> {
+    Call {
+        service: "users",
+        method: Method::GET,
+        path: format!("/users/{user_id}"),
+        body: None,
+        headers,
+    }
+}
+
+fn fake_order(order_id: u64, user_id: u64) -> Value {
+    json!({
         "id": order_id,
         "item": ITEMS[(order_id % ITEMS.len() as u64) as usize],
         "quantity": order_id % 3 + 1,
         "user_id": user_id,
-    });
-    let value = json!({ "order": order, "user": user, "notification": notification });
-    reply::json(StatusCode::OK, &value)
+    })
 }
 
 /// Makes a call; a failure becomes the 502 the caller answers with.

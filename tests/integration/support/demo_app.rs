@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::Request;
@@ -15,6 +16,8 @@ pub struct DemoApp {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// What it wrote to stderr so far, line by line.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl DemoApp {
@@ -32,12 +35,25 @@ impl DemoApp {
         sidecar: Option<SocketAddr>,
         env: &[(&str, &str)],
     ) -> Self {
+        let sidecar = sidecar.map(|s| s.to_string());
+        let mut extra = Vec::new();
+        if let Some(sidecar) = &sidecar {
+            extra.extend(["--sidecar", sidecar.as_str()]);
+        }
+        Self::start_with(name, listen, &extra, env)
+    }
+
+    /// Starts `pilotfish demo-app --name NAME --listen LISTEN` and `extra`
+    /// arguments (`--sidecar ADDR`, `--redis ADDR`).
+    pub fn start_with(
+        name: &str,
+        listen: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let listen = listen.to_string();
         let mut args = vec!["demo-app", "--name", name, "--listen", &listen];
-        let sidecar = sidecar.map(|s| s.to_string());
-        if let Some(sidecar) = &sidecar {
-            args.extend(["--sidecar", sidecar]);
-        }
+        args.extend(extra);
         let mut child = Command::new(bin())
             .args(&args)
             .envs(env.iter().copied())
@@ -48,11 +64,17 @@ impl DemoApp {
             .expect("spawn demo app");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_owned());
                 }
+                lines
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
             }
         });
         let addr = rx
@@ -60,7 +82,15 @@ impl DemoApp {
             .expect("the demo app said where it listens")
             .parse()
             .expect("address");
-        Self { child, addr }
+        Self { child, addr, log }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n")
     }
 
     /// Changes its knobs at run time: `POST /knobs?QUERY` (`fail=0.5`,
