@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -26,9 +26,21 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::app::Live;
+use crate::config::Config;
 use crate::http::Body;
+use crate::outbound::Outbound;
 use crate::telemetry::LogControl;
+
+/// The state in force, as the admin endpoints read it. The app implements
+/// it for its handle on that state, so this module needs nothing of how
+/// the state is kept and swapped on reloads, nor `app` itself (which
+/// starts this listener).
+pub trait StateView: std::fmt::Debug + Send + Sync {
+    /// The config in force, and when it was loaded.
+    fn config(&self) -> (Arc<Config>, SystemTime);
+    /// The outbound side in force, if configured.
+    fn outbound(&self) -> Option<Arc<Outbound>>;
+}
 
 /// Where the sidecar is in its life, as `/ready` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,18 +59,22 @@ pub enum Phase {
 pub struct AdminState {
     phase: AtomicU8,
     registry: Registry,
-    live: Live,
+    live: Box<dyn StateView>,
     log: Option<LogControl>,
 }
 
 impl AdminState {
     /// Reports on the state in force (`live`) and the metrics of
     /// `registry`; `log`, when given, lets `/log-level` change the filter.
-    pub fn new(live: Live, registry: Registry, log: Option<LogControl>) -> Self {
+    pub fn new(
+        live: impl StateView + 'static,
+        registry: Registry,
+        log: Option<LogControl>,
+    ) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Starting as u8),
             registry,
-            live,
+            live: Box::new(live),
             log,
         }
     }
@@ -112,12 +128,12 @@ impl AdminState {
     /// The config in force as YAML, with its load time; secrets (a
     /// password in a URL, a header value that is someone's key) hidden.
     fn config_yaml(&self) -> String {
-        let state = self.live.load();
-        let yaml = serde_saphyr::to_string(&state.config.redacted())
+        let (config, loaded_at) = self.live.config();
+        let yaml = serde_saphyr::to_string(&config.redacted())
             .unwrap_or_else(|e| format!("# the config could not be shown: {e}\n"));
         format!(
             "# effective config, loaded at {}\n{yaml}",
-            humantime::format_rfc3339_seconds(state.loaded_at)
+            humantime::format_rfc3339_seconds(loaded_at)
         )
     }
 

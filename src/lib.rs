@@ -18,7 +18,13 @@
 //! - [`tls`] and [`identity`]: certificates, SPIFFE ids, verification.
 //! - [`http`]: body type, header rules, the proxy's own error responses.
 //! - [`admin`], [`metrics`], [`telemetry`]: health, Prometheus, logs.
+//! - [`authority`] and [`caller`]: host names and caller patterns, one
+//!   grammar for the config and the directions; [`build`]: why a config
+//!   could not be built into state.
 //! - [`certs`] and [`demo`]: development certificates and the demo mesh.
+//!
+//! Each module uses only modules of lower layers (ARCHITECTURE.md lists
+//! them), so they form no cycle.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +32,9 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod authority;
+pub mod build;
+pub mod caller;
 pub mod certs;
 pub mod config;
 pub mod demo;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use pilotfish::app::{self, App};
 use pilotfish::config::{self, HumanDuration};
-use pilotfish::{certs, demo, telemetry};
+use pilotfish::{certs, demo, telemetry, tls};
 
 /// mimalloc: a proxy allocates and frees small blocks per request, where
 /// glibc's malloc spends several hundred instructions a pair (one hop:
@@ -120,7 +120,8 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let (config, digest) = config::load_file(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let (config, digest) = config::load_file(path, tls::check_certificates)
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let log = telemetry::init(&config.log.level, config.log.format);
     telemetry::log_panics();
     for warning in config::warnings(&config, path) {
@@ -155,7 +156,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
-    let report = config::check_files(files);
+    let report = config::check_files(files, tls::check_certificates);
     for problem in report.errors.iter().chain(&report.warnings) {
         println!("{problem}");
     }

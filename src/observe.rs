@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanContext, SpanKind};
 
 use crate::access_log::{AccessLog, Entry};
-use crate::app::BuildError;
+use crate::build::BuildError;
 use crate::config::Config;
 use crate::http::request_id::{RequestIdHeaders, RequestIds};
 use crate::http::{Body, BoxError, Direction, ERROR_HEADER};

@@ -1,8 +1,9 @@
 //! `inbound` authorization: `Policy::new` and `Policy::decide` for a caller's
-//! SPIFFE id, method and path; `check_caller` / `check_path` /
-//! `check_method` (config validation) and `CallerMatch` (rate-limit
-//! overrides), against a model of the documented rules (with its own
-//! `*` matcher: `inbound::authz::glob` is `pub` in a private module).
+//! SPIFFE id, method and path; the config's grammar of rules
+//! (`CallerPattern::check`, `check_path_pattern`, `parse_method`: config
+//! validation) and `caller::CallerMatch` (rate-limit overrides), against a
+//! model of the documented rules (with its own `*` matcher, independent of
+//! `caller::glob`).
 //!
 //! Input: lines. `td DOMAIN`, `ns NAMESPACE` and `default deny|allow-mesh`
 //! set the sidecar; `rule [NAME]` starts a rule, and `from service=S
@@ -10,14 +11,15 @@
 //! it; `? CALLER METHOD TARGET` is a request.
 
 use http::Method;
+use pilotfish::caller::CallerMatch;
 use pilotfish::config::{
     AuthorizationConfig, AuthorizationRule, CallerPattern, DefaultPolicy, Located,
+    check_path_pattern, parse_method,
 };
+use pilotfish::http::DenyReason;
 use pilotfish::http::path::normalize;
 use pilotfish::identity::SpiffeId;
-use pilotfish::inbound::{
-    CallerMatch, Decision, DenyReason, Policy, check_caller, check_method, check_path,
-};
+use pilotfish::inbound::{Decision, Policy};
 
 use super::input::{from_yaml, lines, text};
 
@@ -71,9 +73,9 @@ pub fn run(data: &[u8]) {
     // The policy compiles exactly when config validation accepts it.
     let valid = config.rules.iter().all(|rule| {
         !rule.from.is_empty()
-            && rule.from.iter().all(|c| check_caller(c).is_ok())
-            && rule.paths.iter().all(|p| check_path(p).is_ok())
-            && rule.methods.iter().all(|m| check_method(m).is_ok())
+            && rule.from.iter().all(|c| c.check().is_ok())
+            && rule.paths.iter().all(|p| check_path_pattern(p).is_ok())
+            && rule.methods.iter().all(|m| parse_method(m).is_ok())
     });
     assert_eq!(policy.is_ok(), valid, "{:?}", policy.err());
     let Ok(policy) = policy else {

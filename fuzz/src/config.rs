@@ -16,15 +16,15 @@ use std::task::{Context, Poll, Waker};
 
 use http::HeaderMap;
 use http::header::HeaderValue;
-use pilotfish::app::PROXY_ADDED_HEADERS;
+use pilotfish::authority::parse_dns_target;
 use pilotfish::config::{
     Config, ConfigErrors, LimitDirection, expected_identity, parse_str, warnings,
 };
+use pilotfish::http::headers::PROXY_ADDED_HEADERS;
 use pilotfish::http::request_id::RequestIdHeaders;
 use pilotfish::http::server::HeaderLimits;
 use pilotfish::identity::SpiffeId;
 use pilotfish::inbound::Policy;
-use pilotfish::outbound::discovery::parse_dns_target;
 use pilotfish::outbound::route::RouteTable;
 use pilotfish::ratelimit::{RateLimits, Subject};
 use pilotfish::trace::Tracer;

@@ -13,9 +13,8 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http::{Method, Response, StatusCode};
 use pilotfish::http::error::{ERROR_HEADER, ErrorFormat};
-use pilotfish::http::{Body, Direction, ProxyError};
+use pilotfish::http::{Body, DenyReason, Direction, ProxyError};
 use pilotfish::identity::SpiffeId;
-use pilotfish::inbound::DenyReason;
 
 use super::input::{header_map, list_elements, number, split_first_line};
 

@@ -16,8 +16,9 @@ use std::cmp::Reverse;
 
 use http::Request;
 use http::uri::PathAndQuery;
+use pilotfish::authority::{ANY_HOST, parse_route_host};
 use pilotfish::config::{DestinationConfig, Located, OutboundConfig, RouteConfig};
-use pilotfish::outbound::route::{ANY_HOST, RouteMatch, RouteTable, Target, parse_route_host};
+use pilotfish::outbound::route::{RouteMatch, RouteTable, Target};
 
 use super::input::{from_yaml, lines, text};
 

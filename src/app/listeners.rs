@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use super::{BuildError, Live, serve};
+use super::{Live, serve};
 use crate::admin::{self, AdminState};
+use crate::build::BuildError;
 use crate::config::Config;
 use crate::drain;
 use crate::metrics::ConnectionMetrics;

@@ -9,7 +9,6 @@ mod reload;
 mod serve;
 mod state;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::Registry;
@@ -22,51 +21,11 @@ pub use self::reload::ConfigSource;
 use self::reload::Reloader;
 pub use self::state::{Live, ProxyState};
 use crate::admin::{AdminState, Phase};
+use crate::build::BuildError;
 use crate::config::Config;
 use crate::drain;
 use crate::metrics::Metrics;
 use crate::telemetry::LogControl;
-use crate::tls::CredentialError;
-
-/// Header fields a sidecar may add on the way to the app (identity,
-/// forwarding trail, original protocol), allowed on top of the limits.
-/// Request ids and trace context (up to six fields with every format
-/// configured) come on top.
-pub const PROXY_ADDED_HEADERS: usize = 12;
-
-/// Why the sidecar could not start, or a config could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The config is inconsistent in a way validation did not catch.
-    #[error("config: {0}")]
-    Config(String),
-    /// The certificate files cannot be used.
-    #[error("certificates: {0}")]
-    Credentials(#[from] CredentialError),
-    /// rustls refused the TLS settings.
-    #[error("TLS setup: {0}")]
-    Tls(#[from] rustls::Error),
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr} for {name}: {source}")]
-    Bind {
-        /// Which listener.
-        name: &'static str,
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Metrics could not be registered.
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-}
-
-impl BuildError {
-    /// A config problem, from any displayable error.
-    pub fn config(err: impl std::fmt::Display) -> Self {
-        Self::Config(err.to_string())
-    }
-}
 
 /// A sidecar with every listener bound, ready to serve.
 pub struct App {

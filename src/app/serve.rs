@@ -109,7 +109,10 @@ async fn serve_outbound(
             let (protocol, by, io) = if outbound.is_opaque_port(original.port()) {
                 (Protocol::Opaque, By::Port, Prefixed::new(tcp))
             } else {
-                match detect(tcp, outbound.detect_timeout()).await {
+                // Boxed, like the captured path below: kept inline, their
+                // state would size every connection's future, captured or
+                // not (an idle connection cost 3 KiB more).
+                match Box::pin(detect(tcp, outbound.detect_timeout())).await {
                     Ok(detected) => detected,
                     Err(e) => {
                         debug!(peer = %addr, error = %e, "captured connection failed before its first bytes");
@@ -120,9 +123,7 @@ async fn serve_outbound(
             counters.detected(protocol.as_str(), by.as_str());
             debug!(peer = %addr, %original, protocol = protocol.as_str(), by = by.as_str(), "captured connection");
             if let Protocol::Tls | Protocol::Opaque = protocol {
-                outbound
-                    .carry_captured(Box::new(io), addr, original, watch)
-                    .await;
+                Box::pin(outbound.carry_captured(Box::new(io), addr, original, watch)).await;
                 return;
             }
             io

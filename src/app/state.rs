@@ -9,7 +9,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::BuildError;
+use crate::admin::StateView;
+use crate::build::BuildError;
 use crate::config::{Config, TlsConfig};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
@@ -174,5 +175,18 @@ impl Live {
     /// Puts `state` in force for new requests.
     pub fn store(&self, state: ProxyState) {
         self.0.store(Arc::new(state));
+    }
+}
+
+/// What the admin endpoints show: read from the state in force at each
+/// request, so they follow reloads.
+impl StateView for Live {
+    fn config(&self) -> (Arc<Config>, SystemTime) {
+        let state = self.0.load();
+        (state.config.clone(), state.loaded_at)
+    }
+
+    fn outbound(&self) -> Option<Arc<Outbound>> {
+        self.0.load().outbound.clone()
     }
 }

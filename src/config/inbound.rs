@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use http::Method;
 use serde::{Deserialize, Serialize};
 
 use super::{HumanDuration, Located, UpstreamProtocol};
@@ -120,4 +121,51 @@ pub struct CallerPattern {
     /// Whole SPIFFE id pattern; not combined with the two above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+}
+
+// The grammar of the values above, here with the schema: validation reports
+// their errors, and `caller` and `inbound` compile what passes.
+
+impl CallerPattern {
+    /// Checks the pattern: an `id` alone (a whole SPIFFE id), or `service`
+    /// and `namespace`, either of which may be left out.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.id, &self.service, &self.namespace) {
+            (Some(id), None, None) if id.starts_with("spiffe://") => Ok(()),
+            (Some(id), None, None) => Err(format!("id {id:?} must start with spiffe://")),
+            (Some(_), _, _) => {
+                Err("`id` cannot be combined with `service` or `namespace`".to_owned())
+            }
+            (None, None, None) => Err("a caller needs `service`, `namespace` or `id`".to_owned()),
+            (None, _, _) => Ok(()),
+        }
+    }
+}
+
+/// Checks one `paths` entry of a rule: `*` (or `/*`), an exact path, or a
+/// prefix written `/dir/*`.
+pub fn check_path_pattern(path: &str) -> Result<(), String> {
+    if path == "*" || path == "/*" {
+        return Ok(());
+    }
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with '/'"));
+    }
+    match path.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('/') => Ok(()),
+        Some(_) => Err(format!(
+            "path {path:?}: a prefix is written /dir/* ('*' only at the end, after '/')"
+        )),
+        None if path.contains('*') => Err(format!("path {path:?}: '*' is only allowed at the end")),
+        None => Ok(()),
+    }
+}
+
+/// Reads one `methods` entry of a rule: a method name, in any case.
+pub fn parse_method(method: &str) -> Result<Method, String> {
+    let upper = method.to_ascii_uppercase();
+    if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+        return Err(format!("{method:?} is not an HTTP method"));
+    }
+    Method::from_bytes(upper.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))
 }

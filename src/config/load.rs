@@ -1,5 +1,6 @@
-//! Reading a config file: YAML -> [`Config`], then [`validate`](super::validate),
-//! with every error reported as `FILE:LINE:COLUMN: what is wrong`.
+//! Reading a config file: YAML -> [`Config`], then [`validate`](super::validate)
+//! and the check of the files it names, with every error reported as
+//! `FILE:LINE:COLUMN: what is wrong`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,15 +48,21 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads, parses and validates a config file, including that the files it
-/// names exist and hold usable certificates.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    load_file(path).map(|(config, _)| config)
+/// Checks the files a config names (its certificates: `tls::check_certificates`),
+/// run by the loader after validation. The caller gives it: reading
+/// certificates is `tls`'s, a module above `config`.
+pub type FileCheck = fn(&Config, &Path) -> Vec<ConfigError>;
+
+/// Reads, parses and validates a config file, including, with
+/// `check_files`, that the files it names exist and hold usable
+/// certificates.
+pub fn load(path: &Path, check_files: FileCheck) -> Result<Config, ConfigErrors> {
+    load_file(path, check_files).map(|(config, _)| config)
 }
 
 /// Like [`load`], and also returns a digest of the exact text loaded, so a
 /// watcher can tell later whether the file still holds it.
-pub fn load_file(path: &Path) -> Result<(Config, u64), ConfigErrors> {
+pub fn load_file(path: &Path, check_files: FileCheck) -> Result<(Config, u64), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
@@ -69,7 +76,7 @@ pub fn load_file(path: &Path) -> Result<(Config, u64), ConfigErrors> {
     resolve_paths(&mut config, base);
     // Report every problem at once: the rules and the files they name.
     let mut errors = super::validate::validate(&config, path);
-    errors.extend(super::validate::validate_files(&config, path));
+    errors.extend(check_files(&config, path));
     if errors.is_empty() {
         Ok((config, digest))
     } else {
@@ -129,11 +136,11 @@ pub struct CheckReport {
     pub warnings: Vec<ConfigError>,
 }
 
-/// Checks each file as `pilotfish check` does.
-pub fn check_files(paths: &[PathBuf]) -> CheckReport {
+/// Checks each file as `pilotfish check` does; `check` as in [`load`].
+pub fn check_files(paths: &[PathBuf], check: FileCheck) -> CheckReport {
     let mut report = CheckReport::default();
     for path in paths {
-        match load(path) {
+        match load(path, check) {
             Ok(config) => report
                 .warnings
                 .extend(super::validate::warnings(&config, path)),

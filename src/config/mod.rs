@@ -24,9 +24,11 @@ use crate::identity::{ServiceName, SpiffeId};
 
 pub use inbound::{
     AuthorizationConfig, AuthorizationRule, CallerPattern, DefaultPolicy, InboundConfig,
+    check_path_pattern, parse_method,
 };
 pub use load::{
-    CheckReport, ConfigError, ConfigErrors, check_files, digest, load, load_file, parse_str,
+    CheckReport, ConfigError, ConfigErrors, FileCheck, check_files, digest, load, load_file,
+    parse_str,
 };
 pub use outbound::{DestinationConfig, OutboundConfig, RouteConfig, Transport, UpstreamProtocol};
 pub use rate_limit::{
@@ -37,7 +39,8 @@ pub use resilience::{
     RetryBudgetConfig, RetryConfig, RetryOn,
 };
 pub use telemetry::{
-    AccessLogConfig, AccessLogFormat, OtlpConfig, OtlpProtocol, RequestIdConfig, TracingConfig,
+    AccessLogConfig, AccessLogFormat, OtlpConfig, OtlpProtocol, PropagationFormat, RequestIdConfig,
+    TracingConfig, parse_correlation_header,
 };
 pub use tls::{TlsConfig, TlsVersion};
 pub use validate::{expected_identity, warnings};
@@ -172,19 +175,6 @@ impl Default for HttpConfig {
             body_idle_timeout: defaults::body_idle_timeout(),
             tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
             h2_keepalive: defaults::h2_keepalive(),
-        }
-    }
-}
-
-impl HttpConfig {
-    /// The time bounds of the connections served with these settings.
-    pub fn timeouts(&self) -> crate::http::lifetime::Timeouts {
-        crate::http::lifetime::Timeouts {
-            header_read: self.header_read_timeout.0,
-            idle: self.idle_timeout.0,
-            max_age: self.max_connection_age.map(|age| age.0),
-            body_idle: self.body_idle_timeout.0,
-            tunnel_idle: self.tunnel_idle_timeout.0,
         }
     }
 }

@@ -1,10 +1,10 @@
 //! `tracing:`, `access_log:` and `request_ids:`: what the sidecar tells
 //! operators about each request, beyond its metrics.
 
+use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
 use super::{HumanDuration, Located};
-use crate::trace::propagation::Format;
 
 /// Distributed tracing: trace context in headers, spans over OTLP.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -16,7 +16,7 @@ pub struct TracingConfig {
     /// all are written, so B3 and W3C services share one trace
     /// (default `[w3c]`).
     #[serde(default = "defaults::propagation")]
-    pub propagation: Located<Vec<Format>>,
+    pub propagation: Located<Vec<PropagationFormat>>,
     /// Share of new traces this sidecar samples, from 0 to 1, when the
     /// caller made no decision; a caller's decision is always followed
     /// (default 0.01, as Istio: a sidecar at every hop multiplies spans).
@@ -35,6 +35,30 @@ impl Default for TracingConfig {
             propagation: defaults::propagation(),
             sample_ratio: defaults::sample_ratio(),
             otlp: None,
+        }
+    }
+}
+
+/// A header format for the trace context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PropagationFormat {
+    /// W3C Trace Context: `traceparent` and `tracestate`.
+    W3c,
+    /// B3 in one header: `b3`.
+    B3,
+    /// B3 in several headers: `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`
+    /// and the rest of `x-b3-*`.
+    B3multi,
+}
+
+impl PropagationFormat {
+    /// The name the config spells it with: `w3c`, `b3`, `b3multi`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::W3c => "w3c",
+            Self::B3 => "b3",
+            Self::B3multi => "b3multi",
         }
     }
 }
@@ -140,11 +164,28 @@ impl Default for RequestIdConfig {
     }
 }
 
+/// The request id's own header, which no correlation header may take
+/// (`http::request_id::REQUEST_ID`; a test there checks they agree).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Reads a `request_ids.correlation_header`: a valid header name, other
+/// than `x-request-id`, which carries the request id.
+pub fn parse_correlation_header(name: &str) -> Result<HeaderName, String> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    if header == REQUEST_ID {
+        return Err(format!(
+            "the correlation header cannot be {REQUEST_ID}, which carries the request id"
+        ));
+    }
+    Ok(header)
+}
+
 mod defaults {
     use super::*;
 
-    pub fn propagation() -> Located<Vec<Format>> {
-        Located::new(vec![Format::W3c])
+    pub fn propagation() -> Located<Vec<PropagationFormat>> {
+        Located::new(vec![PropagationFormat::W3c])
     }
     pub fn sample_ratio() -> Located<f64> {
         Located::new(0.01)

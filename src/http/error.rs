@@ -18,9 +18,37 @@ use crate::tls::IdentityMismatch;
 /// Header on every response the proxy makes itself; its value is a [`Reason`].
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("pilotfish-error");
 
-/// On a 403 from the authorization policy: why it refused
-/// ([`crate::inbound::DenyReason`]).
+/// On a 403 from the authorization policy: why it refused ([`DenyReason`]).
 pub const AUTHZ_HEADER: HeaderName = HeaderName::from_static("pilotfish-authz");
+
+/// Why a request was refused: the value of the `pilotfish-authz` header
+/// and of the metric's `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No rule names this caller.
+    NoRuleForCaller,
+    /// Rules name the caller, but none for this path.
+    PathNotAllowed,
+    /// Rules name the caller and path, but not this method.
+    MethodNotAllowed,
+    /// Rules name the caller, but not this port (a raw TCP connection).
+    PortNotAllowed,
+    /// The caller is outside this sidecar's trust domain.
+    ForeignTrustDomain,
+}
+
+impl DenyReason {
+    /// The reason as a label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoRuleForCaller => "no-rule-for-caller",
+            Self::PathNotAllowed => "path-not-allowed",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::PortNotAllowed => "port-not-allowed",
+            Self::ForeignTrustDomain => "foreign-trust-domain",
+        }
+    }
+}
 
 /// How an error response is written, chosen from the request it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +131,6 @@ impl Direction {
 pub enum Reason {
     /// The request names no destination (no absolute URI, no Host).
     BadRequest,
-    /// The method is not supported (CONNECT tunnels).
-    Unsupported,
     /// No route matches the request's host and path.
     NoRoute,
     /// More header fields than the limit.
@@ -149,7 +175,6 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad-request",
-            Self::Unsupported => "unsupported",
             Self::NoRoute => "no-route",
             Self::HeadersTooLarge => "headers-too-large",
             Self::ConnectRefused => "connect-refused",
@@ -179,7 +204,6 @@ impl Reason {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Forbidden | Self::TunnelNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute
             | Self::ConnectRefused
@@ -209,9 +233,6 @@ pub enum ProxyError {
         "the request's path is malformed: a % that starts no %XX escape, or no valid normal form"
     )]
     InvalidPath,
-    /// See [`Reason::Unsupported`].
-    #[error("{0} is not supported")]
-    Unsupported(&'static str),
     /// See [`Reason::NoRoute`].
     #[error("no route for host {host:?}")]
     NoRoute {
@@ -277,7 +298,7 @@ pub enum ProxyError {
         /// The (normalized) path.
         path: String,
         /// Why.
-        reason: crate::inbound::DenyReason,
+        reason: DenyReason,
     },
     /// This side is no longer configured.
     #[error("this listener is no longer configured")]
@@ -359,7 +380,6 @@ impl ProxyError {
     pub fn reason(&self) -> Reason {
         match self {
             Self::NoAuthority | Self::InvalidPath => Reason::BadRequest,
-            Self::Unsupported(_) => Reason::Unsupported,
             Self::NoRoute { .. } => Reason::NoRoute,
             Self::TooManyHeaders { .. } => Reason::HeadersTooLarge,
             Self::Connect { source, .. } => match source.kind() {
@@ -528,7 +548,6 @@ mod tests {
     fn every_reason_has_a_distinct_name_and_a_proxy_status() {
         let all = [
             Reason::BadRequest,
-            Reason::Unsupported,
             Reason::NoRoute,
             Reason::HeadersTooLarge,
             Reason::ConnectRefused,
@@ -612,7 +631,7 @@ mod tests {
             caller,
             method: http::Method::POST,
             path: "/admin".into(),
-            reason: crate::inbound::DenyReason::PathNotAllowed,
+            reason: DenyReason::PathNotAllowed,
         };
         let response = err.to_response(Direction::Inbound, ErrorFormat::Json);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");

@@ -19,6 +19,12 @@ pub const ORIG_PROTO: HeaderName = HeaderName::from_static("pilotfish-orig-proto
 /// The value of [`ORIG_PROTO`] for HTTP/1.x callers.
 pub const ORIG_PROTO_HTTP1: HeaderValue = HeaderValue::from_static("HTTP/1.1");
 
+/// Header fields a sidecar may add on the way to the app (identity,
+/// forwarding trail, original protocol), allowed on top of the limits.
+/// Request ids and trace context (up to six fields with every format
+/// configured) come on top.
+pub const PROXY_ADDED_HEADERS: usize = 12;
+
 /// `Keep-Alive`: a server's idle timeout for the connection.
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

@@ -38,6 +38,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::head_scan::{BareLf, HeadScan};
 use super::{Body, BoxError};
+use crate::config::HttpConfig;
 use crate::drain;
 
 /// The time bounds of served connections (from `http:` in the config).
@@ -54,6 +55,19 @@ pub struct Timeouts {
     /// With no byte either way through a tunnel (an upgraded connection,
     /// CONNECT, opaque TCP).
     pub tunnel_idle: Duration,
+}
+
+impl Timeouts {
+    /// The time bounds of the connections served with `http`'s settings.
+    pub fn new(http: &HttpConfig) -> Self {
+        Self {
+            header_read: http.header_read_timeout.0,
+            idle: http.idle_timeout.0,
+            max_age: http.max_connection_age.map(|age| age.0),
+            body_idle: http.body_idle_timeout.0,
+            tunnel_idle: http.tunnel_idle_timeout.0,
+        }
+    }
 }
 
 /// The requests in flight on one connection, shared by its requests, its

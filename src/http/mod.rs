@@ -20,4 +20,4 @@ pub mod upgrade;
 pub mod uri;
 
 pub use body::{Body, BoxError};
-pub use error::{Direction, ERROR_HEADER, ErrorFormat, ProxyError, Reason};
+pub use error::{DenyReason, Direction, ERROR_HEADER, ErrorFormat, ProxyError, Reason};

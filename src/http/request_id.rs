@@ -8,6 +8,8 @@
 use http::HeaderMap;
 use http::header::{Entry, HeaderName, HeaderValue};
 
+use crate::config::parse_correlation_header;
+
 /// The request id's header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -51,15 +53,10 @@ impl Default for RequestIdHeaders {
 }
 
 impl RequestIdHeaders {
-    /// The correlation id in `correlation` (validated with the config).
+    /// The correlation id in `correlation` (validated with the config:
+    /// [`parse_correlation_header`]).
     pub fn new(correlation: &str) -> Result<Self, String> {
-        let correlation = HeaderName::from_bytes(correlation.as_bytes())
-            .map_err(|_| format!("{correlation:?} is not a valid header name"))?;
-        if correlation == REQUEST_ID {
-            return Err(format!(
-                "the correlation header cannot be {REQUEST_ID}, which carries the request id"
-            ));
-        }
+        let correlation = parse_correlation_header(correlation)?;
         Ok(Self { correlation })
     }
 
@@ -214,6 +211,8 @@ mod tests {
     #[test]
     fn the_correlation_header_must_be_its_own() {
         assert!(RequestIdHeaders::new("x-request-id").is_err());
+        // The config's grammar refuses this module's request id header.
+        assert!(RequestIdHeaders::new(REQUEST_ID.as_str()).is_err());
         assert!(RequestIdHeaders::new("bad header").is_err());
     }
 

@@ -6,7 +6,9 @@
 
 use http::Method;
 
-use crate::config::{AuthorizationConfig, CallerPattern, DefaultPolicy};
+use crate::caller::Caller;
+use crate::config::{AuthorizationConfig, DefaultPolicy, check_path_pattern, parse_method};
+use crate::http::DenyReason;
 use crate::identity::SpiffeId;
 
 /// What the policy says about one request.
@@ -16,35 +18,6 @@ pub enum Decision<'a> {
     Allow(Option<&'a str>),
     /// Refused.
     Deny(DenyReason),
-}
-
-/// Why a request was refused: the value of the `pilotfish-authz` header
-/// and of the metric's `reason` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    /// No rule names this caller.
-    NoRuleForCaller,
-    /// Rules name the caller, but none for this path.
-    PathNotAllowed,
-    /// Rules name the caller and path, but not this method.
-    MethodNotAllowed,
-    /// Rules name the caller, but not this port (a raw TCP connection).
-    PortNotAllowed,
-    /// The caller is outside this sidecar's trust domain.
-    ForeignTrustDomain,
-}
-
-impl DenyReason {
-    /// The reason as a label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoRuleForCaller => "no-rule-for-caller",
-            Self::PathNotAllowed => "path-not-allowed",
-            Self::MethodNotAllowed => "method-not-allowed",
-            Self::PortNotAllowed => "port-not-allowed",
-            Self::ForeignTrustDomain => "foreign-trust-domain",
-        }
-    }
 }
 
 /// A compiled authorization policy.
@@ -63,14 +36,6 @@ struct Rule {
     methods: Vec<Method>,
     /// For raw TCP connections only: the ports it opens.
     ports: Vec<u16>,
-}
-
-#[derive(Debug, Clone)]
-enum Caller {
-    /// A mesh workload of this trust domain.
-    Workload { namespace: String, service: String },
-    /// A whole SPIFFE id.
-    Id(String),
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +73,7 @@ impl Policy {
                 let callers = rule
                     .from
                     .iter()
-                    .map(|c| compile_caller(c, namespace).map_err(|e| format!("{name}: {e}")))
+                    .map(|c| Caller::compile(c, namespace).map_err(|e| format!("{name}: {e}")))
                     .collect::<Result<Vec<_>, _>>()?;
                 if callers.is_empty() {
                     return Err(format!("{name}: `from` needs at least one caller"));
@@ -121,7 +86,7 @@ impl Policy {
                 let methods = rule
                     .methods
                     .iter()
-                    .map(|m| compile_method(m).map_err(|e| format!("{name}: {e}")))
+                    .map(|m| parse_method(m).map_err(|e| format!("{name}: {e}")))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Rule {
                     name,
@@ -201,6 +166,18 @@ impl Policy {
     }
 }
 
+/// Compiles one `paths` entry, checked by the config's grammar.
+fn compile_path(path: &str) -> Result<PathMatch, String> {
+    check_path_pattern(path)?;
+    Ok(if path == "*" || path == "/*" {
+        PathMatch::Any
+    } else if let Some(prefix) = path.strip_suffix('*') {
+        PathMatch::Prefix(prefix.to_owned())
+    } else {
+        PathMatch::Exact(path.to_owned())
+    })
+}
+
 fn max_miss(a: DenyReason, b: DenyReason) -> DenyReason {
     let rank = |r| match r {
         DenyReason::MethodNotAllowed => 2,
@@ -208,20 +185,6 @@ fn max_miss(a: DenyReason, b: DenyReason) -> DenyReason {
         _ => 0,
     };
     if rank(b) > rank(a) { b } else { a }
-}
-
-impl Caller {
-    fn matches(&self, caller: &SpiffeId, in_mesh: bool) -> bool {
-        match self {
-            Self::Id(pattern) => glob(pattern, caller.as_str()),
-            Self::Workload { namespace, service } => {
-                in_mesh
-                    && caller
-                        .namespace_and_service()
-                        .is_some_and(|(ns, sa)| glob(namespace, ns) && glob(service, sa))
-            }
-        }
-    }
 }
 
 impl PathMatch {
@@ -234,140 +197,10 @@ impl PathMatch {
     }
 }
 
-/// A caller pattern on its own, as rate-limit overrides use it.
-#[derive(Debug, Clone)]
-pub struct CallerMatch {
-    caller: Caller,
-    trust_domain: String,
-}
-
-impl CallerMatch {
-    /// Compiles `pattern` (validated with the config) for a sidecar in
-    /// `namespace` of `trust_domain`.
-    pub fn new(
-        pattern: &CallerPattern,
-        trust_domain: &str,
-        namespace: &str,
-    ) -> Result<Self, String> {
-        Ok(Self {
-            caller: compile_caller(pattern, namespace)?,
-            trust_domain: trust_domain.to_owned(),
-        })
-    }
-
-    /// Whether `caller` matches.
-    pub fn matches(&self, caller: &SpiffeId) -> bool {
-        self.caller
-            .matches(caller, caller.trust_domain() == self.trust_domain)
-    }
-}
-
-/// Checks one `from` entry (also used by config validation).
-pub fn check_caller(pattern: &CallerPattern) -> Result<(), String> {
-    compile_caller(pattern, "default").map(drop)
-}
-
-/// Checks one `paths` entry (also used by config validation).
-pub fn check_path(path: &str) -> Result<(), String> {
-    compile_path(path).map(drop)
-}
-
-/// Checks one `methods` entry (also used by config validation).
-pub fn check_method(method: &str) -> Result<(), String> {
-    compile_method(method).map(drop)
-}
-
-fn compile_method(method: &str) -> Result<Method, String> {
-    let upper = method.to_ascii_uppercase();
-    if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
-        return Err(format!("{method:?} is not an HTTP method"));
-    }
-    Method::from_bytes(upper.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))
-}
-
-fn compile_caller(pattern: &CallerPattern, own_namespace: &str) -> Result<Caller, String> {
-    match (&pattern.id, &pattern.service, &pattern.namespace) {
-        (Some(id), None, None) if id.starts_with("spiffe://") => Ok(Caller::Id(id.clone())),
-        (Some(id), None, None) => Err(format!("id {id:?} must start with spiffe://")),
-        (Some(_), _, _) => Err("`id` cannot be combined with `service` or `namespace`".to_owned()),
-        (None, None, None) => Err("a caller needs `service`, `namespace` or `id`".to_owned()),
-        (None, service, namespace) => Ok(Caller::Workload {
-            service: service.clone().unwrap_or_else(|| "*".to_owned()),
-            namespace: namespace
-                .clone()
-                .unwrap_or_else(|| own_namespace.to_owned()),
-        }),
-    }
-}
-
-fn compile_path(path: &str) -> Result<PathMatch, String> {
-    if path == "*" || path == "/*" {
-        return Ok(PathMatch::Any);
-    }
-    if !path.starts_with('/') {
-        return Err(format!("path {path:?} must start with '/'"));
-    }
-    match path.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('/') => Ok(PathMatch::Prefix(prefix.to_owned())),
-        Some(_) => Err(format!(
-            "path {path:?}: a prefix is written /dir/* ('*' only at the end, after '/')"
-        )),
-        None if path.contains('*') => Err(format!("path {path:?}: '*' is only allowed at the end")),
-        None => Ok(PathMatch::Exact(path.to_owned())),
-    }
-}
-
-/// `*` matches any run of characters except `/`; everything else matches
-/// itself. In time linear in the text per `*` at worst: the text comes
-/// from a peer's certificate, and trying every split for every `*`
-/// (`*a*a*a*b`) would let it cost seconds.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    // No `*` crosses a `/`, so segments pair up one to one.
-    let mut patterns = pattern.split('/');
-    let mut texts = text.split('/');
-    loop {
-        match (patterns.next(), texts.next()) {
-            (None, None) => return true,
-            (Some(p), Some(t)) if glob_segment(p.as_bytes(), t.as_bytes()) => {}
-            _ => return false,
-        }
-    }
-}
-
-/// One segment: on a mismatch, only the last `*` seen takes one more
-/// byte (what an earlier one could take, the later one can too). Bytes
-/// are compared, yet a `*` ends on a character boundary: what follows it
-/// in the pattern starts with a whole character.
-fn glob_segment(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut last_star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                last_star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match last_star {
-                Some((star, taken)) => {
-                    last_star = Some((star, taken + 1));
-                    p = star + 1;
-                    t = taken + 1;
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuthorizationRule, Located};
+    use crate::config::{AuthorizationRule, CallerPattern, Located};
 
     fn caller(
         service: Option<&str>,
@@ -603,39 +436,6 @@ mod tests {
                 "{r:?}"
             );
         }
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob("*", "anything"));
-        assert!(!glob("*", "a/b"));
-        assert!(glob("admin-*", "admin-tools"));
-        assert!(glob("a*c*e", "abcde"));
-        assert!(!glob("a*c", "ab/c"));
-        assert!(glob("spiffe://td/ns/*/sa/*", "spiffe://td/ns/x/sa/y"));
-        assert!(!glob("exact", "exactly"));
-        assert!(glob("é*", "éa"));
-        assert!(glob("*é", "aé"));
-        assert!(glob("a**b", "ab"));
-        assert!(glob("", ""));
-        assert!(!glob("", "a"));
-        assert!(glob("a/*/c", "a//c"));
-        assert!(!glob("a/*", "a/b/c"));
-        assert!(glob("*-prod", "a-b-c-prod"));
-        assert!(!glob("*-prod", "a-b-c-prodx"));
-    }
-
-    #[test]
-    fn many_stars_against_a_long_name_are_cheap() {
-        // Every split for every `*` would be about 40^7 tries.
-        let name = "a".repeat(40);
-        let started = std::time::Instant::now();
-        assert!(!glob("*a*a*a*a*a*a*a*b", &name));
-        assert!(glob("*a*a*a*a*a*a*a*", &name));
-        let text = "a-".repeat(31) + "a";
-        assert!(!glob("*-*-*-*-*-prod", &text));
-        // Loose: the exponential matcher took over 10 s.
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

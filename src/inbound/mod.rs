@@ -27,13 +27,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-pub use self::authz::{
-    CallerMatch, Decision, DenyReason, Policy, check_caller, check_method, check_path,
-};
-use crate::app::{BuildError, PROXY_ADDED_HEADERS};
+pub use self::authz::{Decision, Policy};
+use crate::build::BuildError;
 use crate::config::{Config, InboundConfig, LimitDirection, UpstreamProtocol};
 use crate::http::h1_pool::PoolSettings;
-use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO};
+use crate::http::headers::{self, CLIENT_ID, ORIG_PROTO, PROXY_ADDED_HEADERS};
 use crate::http::lifetime::{self, Timeouts};
 use crate::http::outcome::{OUTCOME_HEADER, Outcome};
 use crate::http::plain_client::PlainClient;
@@ -161,7 +159,7 @@ impl Inbound {
             tls,
             tls_key,
             http: Arc::new(server::builder(limits, &config.http)),
-            timeouts: config.http.timeouts(),
+            timeouts: Timeouts::new(&config.http),
             app_timeout: inbound.timeout.0,
             max_connections: *inbound.max_connections.get(),
             opaque_ports: inbound.opaque_ports.iter().map(|p| *p.get()).collect(),
@@ -195,7 +193,9 @@ impl Inbound {
     ) -> Option<(TlsStream<Metered<TcpStream>>, Arc<Peer>)> {
         let acceptor = TlsAcceptor::from(self.tls.get());
         let failed = |reason: HandshakeFailure, detail: &dyn std::fmt::Display| {
-            self.metrics.tls.failure(Direction::Inbound, reason);
+            self.metrics
+                .tls
+                .failure(Direction::Inbound.as_str(), reason.as_str());
             info!(peer = %addr, reason = reason.as_str(), "inbound TLS handshake failed: {detail}");
         };
         let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await
@@ -217,17 +217,19 @@ impl Inbound {
         let identity = match crate::tls::peer_identity(conn) {
             Ok(identity) => identity,
             Err(why) => {
-                self.metrics
-                    .tls
-                    .failure(Direction::Inbound, HandshakeFailure::NoSpiffeId);
+                self.metrics.tls.failure(
+                    Direction::Inbound.as_str(),
+                    HandshakeFailure::NoSpiffeId.as_str(),
+                );
                 warn!(peer = %addr, "refused inbound connection: {why}");
                 return None;
             }
         };
         if identity.trust_domain() != self.trust_domain {
-            self.metrics
-                .tls
-                .failure(Direction::Inbound, HandshakeFailure::ForeignTrustDomain);
+            self.metrics.tls.failure(
+                Direction::Inbound.as_str(),
+                HandshakeFailure::ForeignTrustDomain.as_str(),
+            );
             warn!(
                 peer = %addr,
                 %identity,
@@ -238,7 +240,9 @@ impl Inbound {
             return None;
         }
         let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
-        self.metrics.tls.handshake(Direction::Inbound, resumed);
+        self.metrics
+            .tls
+            .handshake(Direction::Inbound.as_str(), resumed);
         debug!(peer = %addr, %identity, resumed, "inbound connection");
         Some((stream, Arc::new(Peer::new(addr, identity))))
     }
@@ -258,7 +262,7 @@ impl Inbound {
             Err(err) => (self.failed(err, peer, &mut exchange, format), None),
         };
         let labels = RequestLabels {
-            direction: Direction::Inbound,
+            direction: Direction::Inbound.as_str(),
             service: self.service.as_str(),
             route: "",
             peer: peer.identity.as_str(),

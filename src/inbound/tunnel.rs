@@ -9,8 +9,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tracing::info;
 
-use super::{Decision, DenyReason, Inbound, Peer};
-use crate::http::{Body, ProxyError, dial};
+use super::{Decision, Inbound, Peer};
+use crate::http::{Body, DenyReason, ProxyError, dial};
 use crate::observe::{Exchange, TunnelRecord};
 use crate::tunnel::{self, Lent, Pending, Side};
 

@@ -18,8 +18,6 @@ use prometheus::{
     Gauge, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, core::Collector,
 };
 
-use crate::http::Direction;
-
 /// Latency buckets in seconds, fine below a millisecond where a proxy hop
 /// lives, coarse up to the 30s a slow upstream might take.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -182,7 +180,7 @@ impl RequestMetrics {
     /// Counts one request. `route` and `peer` come from the config and
     /// the mTLS handshake, never from the request, so they stay bounded.
     pub fn record(&self, labels: RequestLabels<'_>, status: StatusCode, took: Duration) {
-        let direction = labels.direction.as_str();
+        let direction = labels.direction;
         self.requests
             .with_label_values(&[
                 direction,
@@ -201,8 +199,8 @@ impl RequestMetrics {
 /// What a request is counted under.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLabels<'a> {
-    /// Inbound or outbound.
-    pub direction: Direction,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
     /// Outbound: the destination; inbound: this service.
     pub service: &'a str,
     /// The route's name (outbound), empty inbound.
@@ -244,19 +242,17 @@ impl TlsMetrics {
         })
     }
 
-    /// Counts a completed handshake.
-    pub fn handshake(&self, direction: Direction, resumed: bool) {
+    /// Counts a completed handshake; `direction` is `inbound` or
+    /// `outbound`.
+    pub fn handshake(&self, direction: &'static str, resumed: bool) {
         let kind = if resumed { "resumed" } else { "full" };
-        self.handshakes
-            .with_label_values(&[direction.as_str(), kind])
-            .inc();
+        self.handshakes.with_label_values(&[direction, kind]).inc();
     }
 
-    /// Counts a failed one.
-    pub fn failure(&self, direction: Direction, reason: crate::tls::HandshakeFailure) {
-        self.failures
-            .with_label_values(&[direction.as_str(), reason.as_str()])
-            .inc();
+    /// Counts a failed one, with its reason (a fixed vocabulary:
+    /// `tls::HandshakeFailure`).
+    pub fn failure(&self, direction: &'static str, reason: &'static str) {
+        self.failures.with_label_values(&[direction, reason]).inc();
     }
 
     /// Records the expiry of the certificate in force.
@@ -461,14 +457,9 @@ impl ResilienceMetrics {
             .inc();
     }
 
-    /// The breaker changed state.
-    pub fn breaker_state(&self, state: crate::outbound::policy::breaker::BreakerState) {
-        use crate::outbound::policy::breaker::BreakerState;
-        let value = match state {
-            BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
-        };
+    /// The breaker changed state: 0 closed, 1 open, 2 half-open (as the
+    /// gauge's help says).
+    pub fn breaker_state(&self, value: i64) {
         self.families()
             .breaker
             .with_label_values(&[self.name()])

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::balance::{Balance, BalanceSettings};
-use super::discovery::{EndpointSet, MakeEndpoint, Source, parse_dns_target};
+use super::discovery::{EndpointSet, MakeEndpoint, Source};
 use super::endpoint::{Conn, Endpoint};
 use super::load::Typical;
 use super::mesh::{EndpointSettings, Link, MeshConn};
@@ -22,7 +22,8 @@ use super::policy::breaker::{Breaker, BreakerPolicy, BreakerState};
 use super::policy::budget::RetryBudget;
 use super::policy::limit::Limits;
 use super::stack::{self, Stack};
-use crate::app::BuildError;
+use crate::authority::parse_dns_target;
+use crate::build::BuildError;
 use crate::config::{DestinationConfig, Transport};
 use crate::http::Body;
 use crate::http::h1_pool::PoolSettings;

@@ -33,17 +33,6 @@ pub enum Source {
     },
 }
 
-/// Splits `host:port`.
-pub fn parse_dns_target(text: &str) -> Result<(String, u16), String> {
-    let bad = || format!("dns {text:?} must be host:port, like users.shop.svc.cluster.local:15006");
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() || port == 0 || host.contains(['/', ' ', '[', ']']) {
-        return Err(bad());
-    }
-    Ok((host.to_owned(), port))
-}
-
 /// The endpoints in force, shared by every request to the destination.
 pub struct EndpointSet {
     current: ArcSwap<Vec<Arc<Endpoint>>>,
@@ -193,20 +182,4 @@ fn warn_once(failing: bool, host: &str, why: &str) -> bool {
         warn!(%host, "DNS lookup failed ({why}); keeping the endpoints last known");
     }
     true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dns_targets() {
-        assert_eq!(
-            parse_dns_target("users.shop.svc.cluster.local:15006"),
-            Ok(("users.shop.svc.cluster.local".to_owned(), 15006))
-        );
-        for bad in ["users", "users:", ":80", "users:0", "users:http", "a b:80"] {
-            assert!(parse_dns_target(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -277,11 +277,15 @@ async fn dial_tls(
         .await
         .map_err(|source| {
             let reason = crate::tls::classify_error(&source);
-            settings.metrics.failure(Direction::Outbound, reason);
+            settings
+                .metrics
+                .failure(Direction::Outbound.as_str(), reason.as_str());
             ProxyError::Tls { addr, source }
         })?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
-    settings.metrics.handshake(Direction::Outbound, resumed);
+    settings
+        .metrics
+        .handshake(Direction::Outbound.as_str(), resumed);
     if tls.get_ref().1.alpn_protocol() != Some(settings.link.alpn()) {
         let wanted = settings.link.name();
         return Err(ProxyError::Alpn { addr, wanted });

@@ -38,12 +38,13 @@ use self::destination::{Destination, DestinationKey};
 use self::policy::trace::AttemptTrace;
 use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
 use self::route::{RouteTable, Target};
-use crate::app::{BuildError, PROXY_ADDED_HEADERS};
+use crate::build::BuildError;
 use crate::config::{Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig};
+use crate::http::headers::{self, PROXY_ADDED_HEADERS};
 use crate::http::lifetime::{self, Timeouts};
 use crate::http::server::{self, HeaderLimits};
+use crate::http::upgrade;
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
-use crate::http::{headers, upgrade};
 use crate::identity::ServiceName;
 use crate::metrics::{Metrics, RequestLabels, RequestMetrics, TunnelMetrics};
 use crate::observe::{Exchange, Observer};
@@ -145,7 +146,7 @@ impl Outbound {
             observer: observer.clone(),
             rate_limits: rate_limits.clone(),
             http: Arc::new(server::builder(server_limits, &config.http)),
-            timeouts: config.http.timeouts(),
+            timeouts: Timeouts::new(&config.http),
             max_connections: *outbound.max_connections.get(),
             tunnel_metrics: metrics.tunnels.clone(),
             detect_timeout: outbound.detect_timeout.get().0,
@@ -212,7 +213,7 @@ impl Outbound {
             }
         };
         let labels = RequestLabels {
-            direction: Direction::Outbound,
+            direction: Direction::Outbound.as_str(),
             service,
             route,
             peer: "",

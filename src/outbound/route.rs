@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use http::Request;
 use http::header::HOST;
 
+use crate::authority::{self, ANY_HOST, parse_route_host};
 use crate::config::OutboundConfig;
 use crate::http::ProxyError;
 
@@ -37,57 +38,16 @@ impl<'a> Target<'a> {
         Self::parse(authority).ok_or(ProxyError::NoAuthority)
     }
 
-    /// Splits `host[:port]` (IPv6 literals in brackets); `None` if malformed.
+    /// Splits `host[:port]` (IPv6 literals in brackets); `None` if malformed
+    /// ([`authority::split`]).
     pub fn parse(authority: &'a str) -> Option<Self> {
-        // Drop any userinfo: `user@host`.
-        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-            let (ip, after) = rest.split_once(']')?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':')?.parse().ok()?),
-            };
-            (ip, port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p.parse().ok()?)),
-                None => (hostport, None),
-            }
-        };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if host.is_empty() {
-            return None;
-        }
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(host.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(host)
-        };
+        let (host, port) = authority::split(authority)?;
         Some(Self {
             host,
             port,
             authority,
         })
     }
-}
-
-/// The route host that matches any host not matched otherwise.
-pub const ANY_HOST: &str = "*";
-
-/// Parses the `host` of a route: `name`, `name:port`, or `*` (any host).
-pub fn parse_route_host(text: &str) -> Result<(String, Option<u16>), String> {
-    if text == ANY_HOST {
-        return Ok((ANY_HOST.to_owned(), None));
-    }
-    let target = Target::parse(text).ok_or_else(|| {
-        format!("route host {text:?} is not a host name or host:port (no scheme, no path)")
-    })?;
-    if target.host.contains(['/', ' ', '@']) {
-        return Err(format!(
-            "route host {text:?} must be a bare host name, without a path"
-        ));
-    }
-    Ok((target.host.into_owned(), target.port))
 }
 
 /// One candidate for a host.

@@ -31,10 +31,10 @@ use tracing::info;
 use self::bucket::{Rate, Take};
 use self::global::{Global, GlobalSettings};
 use self::keyed::KeyedBuckets;
-use crate::app::BuildError;
+use crate::build::BuildError;
+use crate::caller::CallerMatch;
 use crate::config::{Config, LimitDirection, LimitKey, RateLimitConfig};
 use crate::identity::SpiffeId;
-use crate::inbound::CallerMatch;
 use crate::metrics::Metrics;
 
 /// The key of requests that lack the limit's header.

@@ -2,6 +2,7 @@
 //! certificate required) and the outbound client (SPIFFE id verified),
 //! TLS 1.3 by default, aws-lc-rs crypto, and the live credential store.
 
+mod check;
 mod credentials;
 mod handshake;
 mod store;
@@ -16,6 +17,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
+pub use check::check_certificates;
 pub use credentials::{CredentialError, Credentials, LeafInfo, TlsFile, digest_files, leaf_info};
 pub use handshake::{HandshakeFailure, classify_error};
 pub use store::{CredentialStore, Derived};

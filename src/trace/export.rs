@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::app::BuildError;
+use crate::build::BuildError;
 use crate::config::{OtlpConfig, OtlpProtocol};
 use crate::metrics::TelemetryMetrics;
 

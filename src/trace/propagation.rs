@@ -16,29 +16,10 @@ use std::str::FromStr;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
-/// A header format for the trace context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// W3C Trace Context: `traceparent` and `tracestate`.
-    W3c,
-    /// B3 in one header: `b3`.
-    B3,
-    /// B3 in several headers: `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`
-    /// and the rest of `x-b3-*`.
-    B3multi,
-}
-
-impl Format {
-    /// The name the config spells it with: `w3c`, `b3`, `b3multi`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::W3c => "w3c",
-            Format::B3 => "b3",
-            Format::B3multi => "b3multi",
-        }
-    }
-}
+/// A header format for the trace context: the config's
+/// `tracing.propagation` entries, named here for what they are to this
+/// module.
+pub use crate::config::PropagationFormat as Format;
 
 /// What a request's headers said about the caller's trace.
 #[derive(Debug, Clone, Default, PartialEq)]

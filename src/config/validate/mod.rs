@@ -1,10 +1,10 @@
 //! Checks a parsed [`Config`] beyond what its types say: names, addresses
-//! that collide, routes to services that do not exist, files that cannot be
-//! used. Each problem points at the place in the file it comes from.
+//! that collide, routes to services that do not exist. Each problem points
+//! at the place in the file it comes from. The certificate files are
+//! checked by `tls`, through the loader's [`FileCheck`](super::FileCheck).
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::SystemTime;
 
 mod outbound;
 mod rate_limit;
@@ -12,7 +12,6 @@ mod rate_limit;
 pub use self::outbound::expected_identity;
 use super::{Config, ConfigError, Located, Position, Transport};
 use crate::identity::{check_namespace, check_trust_domain};
-use crate::tls::{Credentials, TlsFile};
 
 /// Collects errors with their positions.
 pub(super) struct Report<'a> {
@@ -101,43 +100,7 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
     report.errors
 }
 
-/// Checks that read the certificate files the config names.
-pub(super) fn validate_files(config: &Config, file: &Path) -> Vec<ConfigError> {
-    let mut report = Report {
-        file,
-        errors: Vec::new(),
-    };
-    let Some(tls) = &config.tls else {
-        return report.errors;
-    };
-    match Credentials::load(tls, SystemTime::now()) {
-        Ok(creds) => {
-            let own = config.identity();
-            if creds.identity != own {
-                report.error(
-                    tls.cert.position(),
-                    format!(
-                        "the certificate is for {} but this sidecar is {own}; \
-                         peers would refuse it",
-                        creds.identity
-                    ),
-                );
-            }
-        }
-        Err(e) => {
-            let position = match e.file() {
-                TlsFile::Ca => tls.ca.position(),
-                TlsFile::Cert => tls.cert.position(),
-                TlsFile::Key => tls.key.position(),
-            };
-            report.error(position, e.to_string());
-        }
-    }
-    report.errors
-}
-
 fn check_authorization(authz: &super::AuthorizationConfig, r: &mut Report<'_>) {
-    use crate::inbound::{check_caller, check_method, check_path};
     for rule in &authz.rules {
         if rule.from.is_empty() {
             r.error(
@@ -146,17 +109,17 @@ fn check_authorization(authz: &super::AuthorizationConfig, r: &mut Report<'_>) {
             );
         }
         for caller in &rule.from {
-            if let Err(e) = check_caller(caller) {
+            if let Err(e) = caller.check() {
                 r.error(caller.position(), e);
             }
         }
         for path in &rule.paths {
-            if let Err(e) = check_path(path) {
+            if let Err(e) = super::check_path_pattern(path) {
                 r.error(path.position(), e);
             }
         }
         for method in &rule.methods {
-            if let Err(e) = check_method(method) {
+            if let Err(e) = super::parse_method(method) {
                 r.error(method.position(), e);
             }
         }
@@ -333,7 +296,7 @@ fn check_telemetry(config: &Config, r: &mut Report<'_>) {
         }
     }
     let header = &config.request_ids.correlation_header;
-    if let Err(e) = crate::http::request_id::RequestIdHeaders::new(header) {
+    if let Err(e) = super::parse_correlation_header(header) {
         r.error(
             header.position(),
             format!("request_ids.correlation_header: {e}"),

@@ -30,7 +30,7 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
                 format!("service {name:?}: give `endpoints` or `dns`, not both"),
             ),
             (Some(dns), true) => {
-                if let Err(e) = crate::outbound::discovery::parse_dns_target(dns) {
+                if let Err(e) = crate::authority::parse_dns_target(dns) {
                     r.error(dns.position(), e);
                 }
                 if dst.dns_refresh.is_zero() {
@@ -307,7 +307,7 @@ pub(super) fn check_routes(outbound: &OutboundConfig, r: &mut Report<'_>) {
                 ),
             );
         }
-        if let Err(e) = crate::outbound::route::parse_route_host(&route.host) {
+        if let Err(e) = crate::authority::parse_route_host(&route.host) {
             r.error(route.host.position(), e);
         }
         if !route.path_prefix.starts_with('/') {

@@ -148,7 +148,7 @@ fn check_overrides(limit: &RateLimitConfig, r: &mut Report<'_>) {
         match (&o.caller, &o.value, limit.key.get()) {
             (Some(_), Some(_), _) => r.error(at, "give an override `caller` or `value`, not both"),
             (Some(caller), None, LimitKey::Caller) => {
-                if let Err(e) = crate::inbound::check_caller(caller) {
+                if let Err(e) = caller.check() {
                     r.error(at, e);
                 }
             }

@@ -75,6 +75,15 @@ impl BreakerState {
             Self::HalfOpen => "half-open",
         }
     }
+
+    /// The value of the `pilotfish_breaker_state` gauge.
+    pub fn gauge(self) -> i64 {
+        match self {
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -286,7 +295,7 @@ where
             let result = call.await;
             let failed = Outcome::of(&result).is_failure();
             if let Some(state) = breaker.record(permit, failed, Instant::now()) {
-                layer.metrics.breaker_state(state);
+                layer.metrics.breaker_state(state.gauge());
             }
             result
         })
