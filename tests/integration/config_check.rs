@@ -374,7 +374,7 @@ fn bad_rate_limits_point_at_the_value() {
     for expected in [
         format!("{file}:17:14: rate limit for undefined service \"payments\""),
         format!("{file}:18:10: key: caller applies to inbound limits"),
-        format!("{file}:19:11: rate limit \"a\": rate 0 must be above 0"),
+        format!("{file}:19:11: rate limit \"a\": rate 0 must be from 1.65e-6 (one a week)"),
         format!("{file}:20:11: rate limit \"a\" is defined twice (first at line 15)"),
         format!("{file}:21:16: an inbound rate limit needs `inbound:`"),
         format!(

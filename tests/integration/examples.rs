@@ -174,6 +174,17 @@ impl Example {
         if config.get("outbound").is_some() {
             set(&mut config, "/outbound/listen", any_port);
         }
+        // Opaque destinations' local addresses too, on free ports (a
+        // destination's `listen` must name one; its `port` says where the
+        // far side connects, so it does not follow).
+        let services = config
+            .pointer_mut("/outbound/services")
+            .and_then(Value::as_object_mut);
+        for service in services.into_iter().flat_map(|s| s.values_mut()) {
+            if service.get("listen").is_some() {
+                replace(service, "/listen", json!(free_addr().to_string()));
+            }
+        }
         config
     }
 
