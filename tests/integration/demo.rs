@@ -141,7 +141,7 @@ async fn a_demo_app_without_its_broker_serves_http_and_says_events_are_off() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, _) = send(alone.addr, Method::GET, "/health", &[]).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(alone.log().contains("events: off"), "{}", alone.log());
+    said(&alone, "events: off").await;
 
     // A port just freed: nothing listens there.
     let nothing = std::net::TcpListener::bind(any)
@@ -162,11 +162,17 @@ async fn a_demo_app_without_its_broker_serves_http_and_says_events_are_off() {
         assert!(tokio::time::Instant::now() < deadline, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        lost.log().contains(&format!("no broker at {nothing}")),
-        "{}",
-        lost.log()
-    );
+    said(&lost, &format!("no broker at {nothing}")).await;
+}
+
+/// Waits for `app` to have logged `text`: a line read from its stderr by
+/// a thread of its own, which may lag what the app already answers.
+async fn said(app: &DemoApp, text: &str) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while !app.log().contains(text) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.log().contains(text), "{text:?} not in:\n{}", app.log());
 }
 
 async fn the_printed_curl_gets_an_order_with_its_user_and_notification(curl: &CurlRequest) {
