@@ -21,6 +21,10 @@ export DEBIAN_FRONTEND=noninteractive
 #   python3-aiosmtpd  a real SMTP server, where the server speaks first,
 #                  behind captured connections (detection.rs)
 #   iptables       the capture rules those tests install in a namespace
+#   debootstrap    the base the image is built from offline
+#                  (scripts/build-image.sh, pods.rs)
+#   docker-compose the Compose mesh of deploy/compose (pods.rs); the
+#                  Docker daemon itself must already run
 missing=()
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3 python3-venv)
 { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
@@ -32,6 +36,8 @@ python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3 python3
     || missing+=(rabbitmq-server)
 /usr/bin/python3 -c "import aiosmtpd" >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 command -v iptables >/dev/null || missing+=(iptables)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 # Whether Erlang's epmd is ours to stop: only when this run brings Erlang in
 # with rabbitmq-server (an Erlang installed before is someone else's).
 erlang_new=""

@@ -71,6 +71,26 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// A development mesh in one step: the CA in DIR (kept if DIR has one)
+    /// and a fresh certificate for each service. For a container's one-shot
+    /// set-up (deploy/compose), so `up` can run again.
+    Mesh {
+        /// Output folder (the CA's and every certificate's).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A service to issue a certificate for; repeat for more.
+        #[arg(long = "service", value_name = "NAME", required = true)]
+        services: Vec<String>,
+        /// Namespace.
+        #[arg(long, default_value = "default", value_name = "NS")]
+        namespace: String,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local", value_name = "TD")]
+        trust_domain: String,
+        /// Lifetime of each workload certificate (the CA's: a year).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
     /// Issue a workload certificate: DIR/NAME.pem and DIR/NAME-key.pem.
     Issue {
         /// Folder holding ca.pem and ca-key.pem.
@@ -96,6 +116,9 @@ enum CertsCommand {
         force: bool,
     },
 }
+
+/// The CA `certs mesh` makes lives as long as `certs ca`'s default.
+const MESH_CA_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     HumanDuration::parse(text).map(|d| d.0)
@@ -175,6 +198,29 @@ fn certs_command(command: CertsCommand) -> anyhow::Result<()> {
         CertsCommand::Ca { out, ttl, force } => {
             let files = certs::make_ca(&out, ttl, force)?;
             println!("wrote {} and {}", files.cert.display(), files.key.display());
+        }
+        CertsCommand::Mesh {
+            out,
+            services,
+            namespace,
+            trust_domain,
+            ttl,
+        } => {
+            // Validate every name before writing anything.
+            let workloads = services
+                .iter()
+                .map(|service| certs::Workload::new(service, &namespace, &trust_domain))
+                .collect::<Result<Vec<_>, _>>()?;
+            if out.join("ca.pem").exists() {
+                println!("kept the CA in {}", out.display());
+            } else {
+                let files = certs::make_ca(&out, MESH_CA_TTL, false)?;
+                println!("wrote {} and {}", files.cert.display(), files.key.display());
+            }
+            for workload in &workloads {
+                let files = certs::issue(&out, workload, ttl, &out, true)?;
+                println!("wrote {} for {}", files.cert.display(), files.identity);
+            }
         }
         CertsCommand::Issue {
             ca,

@@ -26,6 +26,7 @@ mod opaque;
 mod outage;
 mod outliers;
 mod peer_failures;
+mod pods;
 mod prometheus;
 mod proxy;
 mod rate_limit;

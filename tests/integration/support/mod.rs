@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod demo_app;
+pub mod docker;
 pub mod files;
 pub mod inspect;
 pub mod load;

@@ -1,0 +1,211 @@
+//! Pilotfish where it lives: as a container. The image (built by
+//! `scripts/build-image.sh` from the binary under test, offline, exactly
+//! as CI builds it) holds the binary and its libraries and nothing else,
+//! runs as UID 2102 and serves with a read-only root filesystem; the
+//! Compose file of `deploy/compose` runs the demo mesh as pods and answers
+//! the README's curl line across mTLS, and `down` leaves nothing behind.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::support::docker::{Compose, Container, docker_ok, eventually, image};
+use crate::support::{Certs, free_addr, netns, path_str};
+
+/// Containers start in well under a second; a loaded CI machine gets more.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// UID of the sidecar in the image (and the one capture rules exclude).
+const SIDECAR_UID: &str = "2102";
+
+#[test]
+fn the_image_holds_the_binary_and_its_libraries_and_nothing_else() {
+    let image = image();
+    let help = docker_ok(&["run", "--rm", image, "--help"]);
+    assert!(help.contains("Usage: pilotfish"), "{help}");
+    let user = docker_ok(&["image", "inspect", "-f", "{{.Config.User}}", image]);
+    assert_eq!(user, format!("{SIDECAR_UID}:{SIDECAR_UID}"));
+
+    // Every file of the image, from a container that never starts.
+    let created = docker_ok(&["create", image]);
+    let files = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {created} | tar -t"))
+        .output()
+        .expect("docker export");
+    docker_ok(&["rm", &created]);
+    let listing = String::from_utf8_lossy(&files.stdout);
+    let regular: Vec<&str> = listing
+        .lines()
+        .filter(|f| !f.ends_with('/'))
+        // Docker's own mount points, made in every container.
+        .filter(|f| {
+            !matches!(
+                *f,
+                ".dockerenv" | "etc/hostname" | "etc/hosts" | "etc/resolv.conf"
+            )
+        })
+        .filter(|f| !f.starts_with("dev/") && !f.starts_with("proc/") && !f.starts_with("sys/"))
+        .collect();
+    for wanted in ["usr/local/bin/pilotfish", "etc/passwd", "etc/group"] {
+        assert!(regular.contains(&wanted), "{wanted} missing: {regular:?}");
+    }
+    for file in &regular {
+        let allowed = file.starts_with("usr/local/bin/pilotfish")
+            || file.starts_with("etc/")
+            || file.contains(".so");
+        assert!(allowed, "{file} has no business in the image: {regular:?}");
+    }
+    assert!(
+        !regular.iter().any(|f| f.ends_with("bin/sh")),
+        "a shell in the image"
+    );
+}
+
+#[test]
+fn a_sidecar_container_serves_as_its_own_user_with_a_read_only_root() {
+    let image = image();
+    let certs = Certs::new();
+    certs.issue("users");
+    let config = certs.dir.path().join("pilotfish.yaml");
+    std::fs::write(
+        &config,
+        "service: users\n\
+         tls: { ca: /certs/ca.pem, cert: /certs/users.pem, key: /certs/users-key.pem }\n\
+         admin: { listen: 0.0.0.0:9901 }\n\
+         inbound: { app: 127.0.0.1:8080 }\n",
+    )
+    .expect("write config");
+    // The sidecar's user reads the key (0600) as its owner.
+    netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
+    let certs_mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
+    let sidecar = Container::run(&[
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges:true",
+        "-v",
+        &certs_mount,
+        "-p",
+        "127.0.0.1::9901",
+        "-p",
+        "127.0.0.1::15006",
+        image,
+        "run",
+        "--config",
+        "/certs/pilotfish.yaml",
+    ]);
+    let admin = sidecar.published(9901);
+    let ready = eventually(PATIENCE, || {
+        http_get(admin, "admin", "/ready").filter(|(status, _)| *status == 200)
+    });
+    assert!(ready.is_some(), "never ready:\n{}", sidecar.logs());
+    assert_eq!(sidecar.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    let pid = sidecar.inspect("{{.State.Pid}}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("Uid line");
+    assert_eq!(uid, SIDECAR_UID, "{status}");
+    // It serves mTLS on its inbound port: a plain HTTP request gets no
+    // HTTP answer.
+    let inbound = sidecar.published(15006);
+    assert!(http_get(inbound, "users", "/").is_none());
+}
+
+#[test]
+fn the_compose_mesh_answers_the_readme_curl_across_mtls_and_down_leaves_nothing() {
+    let image = image();
+    let entry = free_addr();
+    let admin = free_addr();
+    let compose = Compose::new(
+        "deploy/compose/compose.yaml",
+        &[
+            ("PILOTFISH_IMAGE", image.to_owned()),
+            ("PILOTFISH_ENTRY_PORT", entry.port().to_string()),
+            ("PILOTFISH_ADMIN_PORT", admin.port().to_string()),
+        ],
+    );
+    compose.ok(&["up", "-d"]);
+
+    // The README's line: curl -s -H 'Host: orders' http://127.0.0.1:15001/orders/42
+    let answer = eventually(PATIENCE, || {
+        http_get(entry, "orders", "/orders/42").filter(|(status, _)| *status == 200)
+    });
+    let Some((_, body)) = answer else {
+        let logs = compose.run(&["logs", "--no-color"]);
+        panic!(
+            "the mesh never answered 200:\n{}",
+            String::from_utf8_lossy(&logs.stdout)
+        );
+    };
+    let order: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(order["order"]["id"], 42, "{body}");
+    assert_eq!(order["user"]["id"], order["order"]["user_id"], "{body}");
+    // users saw the caller's identity, proven by mTLS from the client
+    // sidecar.
+    let (status, echo) = http_get(entry, "users", "/echo").expect("users echo");
+    assert_eq!(status, 200, "{echo}");
+    assert!(
+        echo.contains("spiffe://cluster.local/ns/default/sa/client"),
+        "{echo}"
+    );
+    // A second `up` (the certificates volume already holds the CA) changes
+    // nothing that runs.
+    compose.ok(&["up", "-d"]);
+    let again = eventually(PATIENCE, || {
+        http_get(entry, "orders", "/orders/7").filter(|(status, _)| *status == 200)
+    });
+    assert!(again.is_some(), "not serving after a second up");
+
+    compose.ok(&["down", "-v", "-t", "5"]);
+    let left = compose.leftovers();
+    assert!(left.is_empty(), "down left {left:?}");
+}
+
+/// A plain HTTP/1.1 GET with `Connection: close`; the status and body, or
+/// `None` when nothing answers in HTTP.
+fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    let _ = tcp.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+/// A chunked body's data.
+fn dechunk(mut rest: &str) -> String {
+    let mut data = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        data.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    data
+}
