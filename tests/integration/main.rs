@@ -21,6 +21,7 @@ mod hardening;
 mod infra;
 mod keepalive;
 mod link;
+mod manifests;
 mod mtls;
 mod opaque;
 mod outage;
