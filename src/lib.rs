@@ -21,6 +21,7 @@
 //! - [`authority`] and [`caller`]: host names and caller patterns, one
 //!   grammar for the config and the directions; [`build`]: why a config
 //!   could not be built into state.
+//! - [`capture`]: the iptables rules that send a pod's TCP through its sidecar.
 //! - [`certs`] and [`demo`]: development certificates and the demo mesh.
 //!
 //! Each module uses only modules of lower layers (ARCHITECTURE.md lists
@@ -35,6 +36,7 @@ pub mod app;
 pub mod authority;
 pub mod build;
 pub mod caller;
+pub mod capture;
 pub mod certs;
 pub mod config;
 pub mod demo;

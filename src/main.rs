@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use pilotfish::app::{self, App};
 use pilotfish::config::{self, HumanDuration};
-use pilotfish::{certs, demo, telemetry, tls};
+use pilotfish::{capture, certs, demo, telemetry, tls};
 
 /// mimalloc: a proxy allocates and frees small blocks per request, where
 /// glibc's malloc spends several hundred instructions a pair (one hop:
@@ -50,11 +50,53 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Send a pod's TCP through its sidecar: iptables rules in this
+    /// network namespace (as root with NET_ADMIN, before the app starts).
+    Capture {
+        #[command(subcommand)]
+        command: CaptureCommand,
+    },
     /// Run the demo mesh on loopback: demo services, one sidecar each, mTLS.
     Demo(demo::DemoArgs),
     /// A demo service (plain HTTP, no mesh logic); started by `demo`.
     #[command(hide = true)]
     DemoApp(demo::app::AppArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaptureCommand {
+    /// Install the rules; run again, it replaces them.
+    Install {
+        /// UID the sidecar runs as: its own connections are not captured.
+        #[arg(long, default_value_t = 2102, value_name = "UID")]
+        proxy_uid: u32,
+        /// The outbound listener's port (outbound.listen).
+        #[arg(long, default_value_t = 15001, value_name = "PORT")]
+        outbound_port: u16,
+        /// The mTLS listener's port (inbound.listen).
+        #[arg(long, default_value_t = 15006, value_name = "PORT")]
+        inbound_port: u16,
+        /// Destination ports of the app's connections to leave alone
+        /// (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+        skip_outbound_ports: Vec<u16>,
+        /// Ports of the pod not captured (comma-separated): the admin port,
+        /// and permissive ports whose plaintext reaches the app as it came.
+        #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+        skip_inbound_ports: Vec<u16>,
+        /// The iptables program (its `-restore` sibling loads the rules).
+        #[arg(long, default_value = "iptables", value_name = "PROGRAM")]
+        iptables: String,
+        /// Print the rules instead of installing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the rules `install` added.
+    Remove {
+        /// The iptables program.
+        #[arg(long, default_value = "iptables", value_name = "PROGRAM")]
+        iptables: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +172,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { files } => return check(&files),
         Command::Certs { command } => certs_command(command),
+        Command::Capture { command } => capture_command(command),
         Command::Demo(args) => demo::run(args),
         Command::DemoApp(args) => demo::app::run(args),
     };
@@ -191,6 +234,41 @@ fn check(files: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn capture_command(command: CaptureCommand) -> anyhow::Result<()> {
+    match command {
+        CaptureCommand::Install {
+            proxy_uid,
+            outbound_port,
+            inbound_port,
+            skip_outbound_ports,
+            skip_inbound_ports,
+            iptables,
+            dry_run,
+        } => {
+            let rules = capture::Capture {
+                proxy_uid,
+                outbound_port,
+                inbound_port,
+                skip_outbound_ports,
+                skip_inbound_ports,
+            };
+            if dry_run {
+                print!("{}", rules.ruleset());
+                return Ok(());
+            }
+            capture::install(&rules, &iptables)?;
+            println!(
+                "capture installed: outbound TCP to :{outbound_port}, inbound TCP to :{inbound_port}, except UID {proxy_uid}"
+            );
+        }
+        CaptureCommand::Remove { iptables } => {
+            capture::remove(&iptables)?;
+            println!("capture removed");
+        }
+    }
+    Ok(())
 }
 
 fn certs_command(command: CertsCommand) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 # Lays out the image's file tree in ROOT (see Dockerfile): the pilotfish
 # binary, the shared libraries it loads (glibc, libm, libgcc_s and the
 # dynamic loader, copied from the build stage, which is Debian bookworm
-# either way), and the users the image runs as.
+# either way), iptables for capture, and the users the image runs as.
 #
 #   rootfs.sh ROOT [BINARY]    BINARY: a prebuilt binary; default: build it
 set -eu
@@ -22,13 +22,33 @@ if command -v strip >/dev/null; then
     strip "$root/usr/local/bin/pilotfish"
 fi
 
-# Every library the binary loads, at the path it is loaded from, the
+# Every library a program loads, at the path it is loaded from, the
 # dynamic loader included; `ldd` prints "name => /path (addr)" or "/path (addr)".
-ldd "$binary" | awk '{ for (i = 1; i <= NF; i++) if (substr($i, 1, 1) == "/") print $i }' |
-    while read -r lib; do
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
+copy_libraries() {
+    ldd "$1" | awk '{ for (i = 1; i <= NF; i++) if (substr($i, 1, 1) == "/") print $i }' |
+        while read -r lib; do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+}
+copy_libraries "$binary"
+
+# iptables for `pilotfish capture install` (the pod's init step, which runs
+# as root with NET_ADMIN): the nft variant, under the names capture calls,
+# and the extensions its rules use (tcp ports, owner, REDIRECT).
+multi=$(command -v xtables-nft-multi || true)
+[ -n "$multi" ] || { echo "rootfs.sh: no xtables-nft-multi (install iptables)" >&2; exit 1; }
+mkdir -p "$root/usr/sbin"
+cp "$multi" "$root/usr/sbin/xtables-nft-multi"
+for name in iptables iptables-restore iptables-save; do
+    ln -sf xtables-nft-multi "$root/usr/sbin/$name"
+done
+copy_libraries "$multi"
+extensions=/usr/lib/x86_64-linux-gnu/xtables
+mkdir -p "$root$extensions"
+for ext in libxt_standard libxt_tcp libxt_owner libxt_REDIRECT; do
+    cp "$extensions/$ext.so" "$root$extensions/"
+done
 
 # Names for the UIDs, so `ps` and logs show them; no shell, no home.
 cat > "$root/etc/passwd" <<'USERS'

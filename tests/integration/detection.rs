@@ -9,8 +9,9 @@
 //! that sends nothing is carried after the detection timeout.
 //!
 //! A private network namespace stands in for the pods (root): the caller
-//! sidecar runs as the proxy's own user, whose connections the capture rule
-//! lets through, as `pilotfish capture` will set it up in a pod.
+//! sidecar runs as the proxy's own user, whose connections the capture
+//! rules let through, and `pilotfish capture install` sets those rules up
+//! as a pod's init step does.
 
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
@@ -76,29 +77,14 @@ impl Pods {
         netns::give(certs.dir.path(), PROXY_UID);
         let far = Sidecar::launch(&far, &Launch::default().netns(ns, None));
         let caller = Sidecar::launch(&caller, &Launch::default().netns(ns, Some(PROXY_UID)));
-        // What `pilotfish capture` installs: TCP from anyone but the proxy
-        // to the pods goes to the outbound listener.
+        // What the pod's init step runs: the app's TCP (anything but the
+        // proxy's own and loopback) goes to the caller's outbound listener.
         let to = caller.outbound().port().to_string();
         let uid = PROXY_UID.to_string();
-        ns.iptables(&[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            "10.77.0.0/24",
-            "-m",
-            "owner",
-            "!",
-            "--uid-owner",
-            &uid,
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &to,
-        ]);
+        capture(
+            ns,
+            &["install", "--proxy-uid", &uid, "--outbound-port", &to],
+        );
         Self {
             caller,
             far,
@@ -475,4 +461,89 @@ impl SmtpSession {
         let bye = self.line().await;
         assert!(bye.starts_with("221"), "QUIT answer: {bye}");
     }
+}
+
+/// `pilotfish capture ARGS` in the namespace; its output.
+fn capture(ns: &Netns, args: &[&str]) -> String {
+    let out = ns
+        .command(env!("CARGO_BIN_EXE_pilotfish"))
+        .arg("capture")
+        .args(args)
+        .output()
+        .expect("run pilotfish capture");
+    assert!(
+        out.status.success(),
+        "pilotfish capture {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The namespace's nat table, as `iptables-save` prints it, without its
+/// comment and counter lines (which change from one call to the next).
+fn nat_rules(ns: &Netns) -> String {
+    let out = ns
+        .command("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(" [").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn capture_install_is_idempotent_and_remove_takes_away_all_it_added() {
+    let ns = namespace();
+    let before = nat_rules(&ns);
+    let install = [
+        "install",
+        "--proxy-uid",
+        "2102",
+        "--skip-inbound-ports",
+        "9901,8080",
+        "--skip-outbound-ports",
+        "5432",
+    ];
+    capture(&ns, &install);
+    let installed = nat_rules(&ns);
+    for rule in [
+        "-A PREROUTING -p tcp -j PILOTFISH_INBOUND",
+        "-A OUTPUT -p tcp -j PILOTFISH_OUTPUT",
+        "-A PILOTFISH_INBOUND -p tcp -m tcp --dport 8080 -j RETURN",
+        "-A PILOTFISH_INBOUND -p tcp -m tcp --dport 9901 -j RETURN",
+        "-A PILOTFISH_INBOUND -p tcp -j REDIRECT --to-ports 15006",
+        "-A PILOTFISH_OUTPUT -m owner --uid-owner 2102 -j RETURN",
+        "-A PILOTFISH_OUTPUT -d 127.0.0.0/8 -j RETURN",
+        "-A PILOTFISH_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN",
+        "-A PILOTFISH_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+    ] {
+        assert!(installed.contains(rule), "{rule} missing in:\n{installed}");
+    }
+    // Again: the same rules, not twice the rules.
+    capture(&ns, &install);
+    assert_eq!(nat_rules(&ns), installed);
+    // Another list replaces the first.
+    capture(&ns, &["install", "--skip-inbound-ports", "9901"]);
+    let changed = nat_rules(&ns);
+    assert!(!changed.contains("--dport 8080"), "{changed}");
+    assert!(!changed.contains("--dport 5432"), "{changed}");
+    assert_eq!(
+        changed.matches("-j PILOTFISH_OUTPUT").count(),
+        1,
+        "{changed}"
+    );
+
+    capture(&ns, &["remove"]);
+    assert_eq!(nat_rules(&ns), before);
+    // Removing what is not there is fine.
+    capture(&ns, &["remove"]);
+    // --dry-run prints the rules and installs nothing.
+    let printed = capture(&ns, &["install", "--dry-run"]);
+    assert!(printed.contains("-A PILOTFISH_OUTPUT -p tcp -j REDIRECT --to-ports 15001"));
+    assert_eq!(nat_rules(&ns), before);
 }

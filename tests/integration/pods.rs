@@ -51,15 +51,67 @@ fn the_image_holds_the_binary_and_its_libraries_and_nothing_else() {
         assert!(regular.contains(&wanted), "{wanted} missing: {regular:?}");
     }
     for file in &regular {
+        // The binary, its libraries, user names, and iptables for capture.
         let allowed = file.starts_with("usr/local/bin/pilotfish")
             || file.starts_with("etc/")
-            || file.contains(".so");
+            || file.contains(".so")
+            || matches!(
+                *file,
+                "usr/sbin/xtables-nft-multi"
+                    | "usr/sbin/iptables"
+                    | "usr/sbin/iptables-restore"
+                    | "usr/sbin/iptables-save"
+            );
         assert!(allowed, "{file} has no business in the image: {regular:?}");
     }
     assert!(
         !regular.iter().any(|f| f.ends_with("bin/sh")),
         "a shell in the image"
     );
+}
+
+/// The init step of a pod: `pilotfish capture install` as root with
+/// NET_ADMIN (and NET_RAW) only, on a read-only root, in the container's
+/// own network namespace; without the capability it fails and says why.
+#[test]
+fn the_image_installs_capture_with_net_admin_and_says_why_it_cannot_without() {
+    let image = image();
+    let with_caps = [
+        "run",
+        "--rm",
+        "--read-only",
+        "--user",
+        "0:0",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-add",
+        "NET_RAW",
+        image,
+        "capture",
+        "install",
+        "--skip-inbound-ports",
+        "9901",
+    ];
+    let installed = docker_ok(&with_caps);
+    assert!(installed.contains("capture installed"), "{installed}");
+
+    let without = crate::support::docker::docker(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--user",
+        "0:0",
+        "--cap-drop",
+        "ALL",
+        image,
+        "capture",
+        "install",
+    ]);
+    assert!(!without.status.success());
+    let said = String::from_utf8_lossy(&without.stderr);
+    assert!(said.contains("iptables"), "{said}");
 }
 
 #[test]
