@@ -92,3 +92,67 @@ pub fn log_panics() {
         tracing::error!(%location, "a task panicked, and ended: {message}");
     }));
 }
+
+/// The Kubernetes pod this sidecar runs in, as the downward API gives it
+/// (`PILOTFISH_POD_NAME`, `PILOTFISH_POD_NAMESPACE`, `PILOTFISH_POD_IP`;
+/// `deploy/kubernetes` sets them): named in the start-up log line and in
+/// the spans' resource, so a span or a line leads to its pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pod {
+    /// `metadata.name`.
+    pub name: Option<String>,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// `status.podIP`.
+    pub ip: Option<String>,
+}
+
+impl Pod {
+    /// From the environment; each field only when set and not empty.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            name: var("PILOTFISH_POD_NAME"),
+            namespace: var("PILOTFISH_POD_NAMESPACE"),
+            ip: var("PILOTFISH_POD_IP"),
+        }
+    }
+
+    /// As OpenTelemetry resource attributes (the semantic conventions'
+    /// `k8s.pod.name`, `k8s.namespace.name`, and the pod name as
+    /// `service.instance.id`).
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut attributes = Vec::new();
+        if let Some(name) = &self.name {
+            attributes.push(("k8s.pod.name", name.clone()));
+            attributes.push(("service.instance.id", name.clone()));
+        }
+        if let Some(namespace) = &self.namespace {
+            attributes.push(("k8s.namespace.name", namespace.clone()));
+        }
+        attributes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_becomes_the_semantic_conventions_attributes() {
+        let pod = Pod {
+            name: Some("users-5d8f7c9b4-x2x7q".into()),
+            namespace: Some("shop".into()),
+            ip: Some("10.1.2.3".into()),
+        };
+        assert_eq!(
+            pod.attributes(),
+            [
+                ("k8s.pod.name", "users-5d8f7c9b4-x2x7q".to_owned()),
+                ("service.instance.id", "users-5d8f7c9b4-x2x7q".to_owned()),
+                ("k8s.namespace.name", "shop".to_owned()),
+            ]
+        );
+        assert!(Pod::default().attributes().is_empty());
+    }
+}

@@ -74,6 +74,7 @@ impl Exporter {
         let mut exporter = built.map_err(|e| {
             BuildError::config(format!("tracing.otlp: cannot export to {endpoint}: {e}"))
         })?;
+        let pod = crate::telemetry::Pod::from_env().attributes();
         exporter.set_resource(
             &Resource::builder()
                 .with_service_name(service.to_owned())
@@ -81,6 +82,10 @@ impl Exporter {
                     "service.namespace",
                     namespace.to_owned(),
                 ))
+                .with_attributes(
+                    pod.into_iter()
+                        .map(|(key, value)| opentelemetry::KeyValue::new(key, value)),
+                )
                 .build(),
         );
         let (queue, rx) = mpsc::channel(*config.max_queue);

@@ -143,6 +143,11 @@ fn a_sidecar_container_serves_as_its_own_user_with_a_read_only_root() {
         "127.0.0.1::9901",
         "-p",
         "127.0.0.1::15006",
+        // As the downward API sets them in deploy/kubernetes.
+        "-e",
+        "PILOTFISH_POD_NAME=users-5d8f7c9b4-x2x7q",
+        "-e",
+        "PILOTFISH_POD_NAMESPACE=shop",
         image,
         "run",
         "--config",
@@ -154,6 +159,16 @@ fn a_sidecar_container_serves_as_its_own_user_with_a_read_only_root() {
     });
     assert!(ready.is_some(), "never ready:\n{}", sidecar.logs());
     assert_eq!(sidecar.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    let logs = sidecar.logs();
+    let ready = logs
+        .lines()
+        .find(|l| l.contains("\"message\":\"ready\""))
+        .unwrap_or_else(|| panic!("no ready line:\n{logs}"));
+    assert!(
+        ready.contains("\"pod\":\"users-5d8f7c9b4-x2x7q\"")
+            && ready.contains("\"pod_namespace\":\"shop\""),
+        "the pod is named: {ready}"
+    );
     let pid = sidecar.inspect("{{.State.Pid}}");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
     let uid = status
