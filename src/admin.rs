@@ -1,7 +1,8 @@
 //! The admin listener: `/live`, `/ready`, `/metrics`, `/config`,
-//! `/destinations`, and `/log-level` (`POST /log-level?level=debug`
+//! `/destinations`, `/log-level` (`POST /log-level?level=debug`
 //! changes the diagnostic log filter until the next restart or a config
-//! reload that changes `log.level`).
+//! reload that changes `log.level`), and `POST /shutdown` (drains and
+//! exits, as SIGTERM: how a Job's app ends its sidecar when it is done).
 //!
 //! Plain HTTP/1.1, meant for loopback or the pod network only. In a pod
 //! it listens on the pod address so the kubelet's probes and Prometheus
@@ -58,6 +59,8 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct AdminState {
     phase: AtomicU8,
+    /// Notified by `POST /shutdown`.
+    stop: tokio::sync::Notify,
     registry: Registry,
     live: Box<dyn StateView>,
     log: Option<LogControl>,
@@ -73,10 +76,17 @@ impl AdminState {
     ) -> Self {
         Self {
             phase: AtomicU8::new(Phase::Starting as u8),
+            stop: tokio::sync::Notify::new(),
             registry,
             live: Box::new(live),
             log,
         }
+    }
+
+    /// Resolves once `POST /shutdown` was asked (a request made before
+    /// this is awaited counts too).
+    pub async fn shutdown_asked(&self) {
+        self.stop.notified().await;
     }
 
     /// `GET /log-level` shows the filter, `POST /log-level?level=F` sets it.
@@ -200,6 +210,18 @@ fn respond(req: &Request<Incoming>, peer: SocketAddr, state: &AdminState) -> Res
     if req.uri().path() == "/log-level" {
         return state.log_level(req);
     }
+    if req.uri().path() == "/shutdown" {
+        if req.method() != Method::POST {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST /shutdown to drain and exit\n",
+            );
+        }
+        tracing::info!("shutdown asked through the admin port");
+        // notify_one keeps the permit if nobody waits yet.
+        state.stop.notify_one();
+        return text(StatusCode::ACCEPTED, "draining, then exiting\n");
+    }
     if !reads {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
     }
@@ -223,7 +245,7 @@ fn respond(req: &Request<Incoming>, peer: SocketAddr, state: &AdminState) -> Res
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /metrics, /config, /destinations or /log-level\n",
+            "not found; try /live, /ready, /metrics, /config, /destinations, /log-level or POST /shutdown\n",
         ),
     }
 }

@@ -71,7 +71,8 @@ impl App {
         })
     }
 
-    /// Serves until the first shutdown signal, then drains: readiness
+    /// Serves until the first shutdown signal (or `POST /shutdown` on the
+    /// admin port), then drains: readiness
     /// fails, listeners close (new connections are refused), open
     /// connections finish their requests, bounded by the drain timeout. A
     /// second signal during the drain ends it at once.
@@ -86,18 +87,34 @@ impl App {
         let mut listeners = Listeners::default();
         listeners.commit(self.prepared, &ctx);
         self.admin.set_phase(Phase::Ready);
-        info!("ready");
+        let pod = crate::telemetry::Pod::from_env();
+        info!(
+            pod = pod.name.as_deref(),
+            pod_namespace = pod.namespace.as_deref(),
+            pod_ip = pod.ip.as_deref(),
+            "ready"
+        );
 
         let mut reloader = Reloader::new(self.source, self.metrics, self.log);
-        reloader
-            .run(&mut listeners, &ctx, self.hangup, shutdown.next())
-            .await;
+        let stop = async {
+            tokio::select! {
+                () = shutdown.next() => {}
+                () = self.admin.shutdown_asked() => {}
+            }
+        };
+        reloader.run(&mut listeners, &ctx, self.hangup, stop).await;
 
         // The admin port keeps answering (/ready says "draining") until exit.
         self.admin.set_phase(Phase::Draining);
-        listeners
-            .stop(&[Role::Inbound, Role::Outbound, Role::Opaque])
-            .await;
+        listeners.stop(&[Role::Inbound]).await;
+        // The app may still be finishing requests that call out: its calls
+        // go on being taken until it is gone (or the grace ends, or a
+        // second signal says to hurry).
+        let hurried = tokio::select! {
+            () = serve_the_app_while_it_drains(&ctx) => false,
+            () = shutdown.next() => true,
+        };
+        listeners.stop(&[Role::Outbound, Role::Opaque]).await;
         drop(ctx); // with the accept loops, every watch but the connections'
         let drain_timeout = self.live.load().config.shutdown.drain_timeout.0;
         let open = drain.open();
@@ -106,18 +123,25 @@ impl App {
             timeout = %humantime::format_duration(drain_timeout),
             "draining"
         );
-        tokio::select! {
-            drained = tokio::time::timeout(drain_timeout, drain.drain()) => match drained {
-                Ok(()) => info!("drained; exiting"),
-                Err(_) => warn!(
-                    connections_at_start = open,
-                    "drain timeout reached; closing the remaining connections"
-                ),
-            },
-            () = shutdown.next() => warn!(
+        if hurried {
+            warn!(
                 connections_at_start = open,
-                "a second signal during the drain: closing the remaining connections now"
-            ),
+                "a second signal: closing the remaining connections now"
+            );
+        } else {
+            tokio::select! {
+                drained = tokio::time::timeout(drain_timeout, drain.drain()) => match drained {
+                    Ok(()) => info!("drained; exiting"),
+                    Err(_) => warn!(
+                        connections_at_start = open,
+                        "drain timeout reached; closing the remaining connections"
+                    ),
+                },
+                () = shutdown.next() => warn!(
+                    connections_at_start = open,
+                    "a second signal during the drain: closing the remaining connections now"
+                ),
+            }
         }
         // Spans of the last requests, before the process ends.
         if let Some(exporter) = self.live.load().observer.tracer().exporter() {
@@ -126,6 +150,49 @@ impl App {
         listeners.stop(&[Role::Admin]).await;
     }
 }
+
+/// Returns once the app beside this sidecar is gone, or after
+/// `shutdown.outbound_grace`; at once without an outbound side. The app is
+/// gone when its address refuses connections, or, for a sidecar with no
+/// inbound side, when it holds no connection to the outbound listener.
+async fn serve_the_app_while_it_drains(ctx: &Context) {
+    let config = ctx.live.load().config.clone();
+    let grace = config.shutdown.outbound_grace.0;
+    if config.outbound.is_none() || grace.is_zero() {
+        return;
+    }
+    let app = config.inbound.as_ref().map(|inbound| *inbound.app.get());
+    let outbound = ctx.connections.for_listener("outbound");
+    let started = tokio::time::Instant::now();
+    let gone = async {
+        loop {
+            let gone = match app {
+                Some(addr) => matches!(
+                    tokio::net::TcpStream::connect(addr).await,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+                ),
+                None => outbound.active.get() <= 0,
+            };
+            if gone {
+                return;
+            }
+            tokio::time::sleep(APP_GONE_POLL).await;
+        }
+    };
+    match tokio::time::timeout(grace, gone).await {
+        Ok(()) => info!(
+            after = ?started.elapsed(),
+            "the app is gone; closing the outbound listener"
+        ),
+        Err(_) => info!(
+            grace = %humantime::format_duration(grace),
+            "outbound grace over; closing the outbound listener"
+        ),
+    }
+}
+
+/// How often the drain looks whether the app is gone.
+const APP_GONE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// SIGTERM and SIGINT (Ctrl-C): the first starts the drain, a second one
 /// ends it.

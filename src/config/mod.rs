@@ -187,12 +187,21 @@ pub struct ShutdownConfig {
     /// sidecar exits anyway (default 30s).
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: HumanDuration,
+    /// After SIGTERM, how long the outbound listener keeps taking the
+    /// app's calls while the app finishes its own requests, when the app
+    /// and the sidecar are stopped together (Compose, a pod without native
+    /// sidecars). Ends early once the app is gone: `inbound.app` refuses
+    /// connections, or, with no inbound side, the app holds no connection
+    /// to the listener (default 5s, as Istio's termination drain).
+    #[serde(default = "defaults::outbound_grace")]
+    pub outbound_grace: HumanDuration,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             drain_timeout: defaults::drain_timeout(),
+            outbound_grace: defaults::outbound_grace(),
         }
     }
 }
@@ -342,6 +351,9 @@ mod defaults {
     /// above what one app opens to its sidecar or a mesh to one workload.
     pub fn max_client_connections() -> Located<usize> {
         Located::new(10_000)
+    }
+    pub fn outbound_grace() -> HumanDuration {
+        HumanDuration::from_secs(5)
     }
     pub fn drain_timeout() -> HumanDuration {
         HumanDuration::from_secs(30)

@@ -165,6 +165,15 @@ async fn the_admin_port_reads_for_anyone_changes_for_loopback_and_hides_secrets(
     let refused = collect(send_h1(outside, set_level()).await).await;
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert!(refused.text().contains("loopback"));
+    // Nor can anyone outside the pod stop the sidecar.
+    let stop = Request::post("/shutdown")
+        .header("host", "admin")
+        .body(empty())
+        .expect("request");
+    let refused = collect(send_h1(outside, stop).await).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let ready = collect(send_h1(local, get("admin", "/ready")).await).await;
+    assert_eq!(ready.status, 200, "still serving");
     let allowed = collect(send_h1(local, set_level()).await).await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
 

@@ -1,9 +1,11 @@
-//! Graceful shutdown: on SIGTERM a sidecar fails readiness, refuses new
-//! connections, lets in-flight requests finish, and exits 0 within the
-//! drain timeout.
+//! Graceful shutdown: on SIGTERM (or `POST /shutdown` on the admin port)
+//! a sidecar fails readiness, refuses new mesh connections, keeps taking
+//! its app's calls until the app is gone, lets in-flight requests finish,
+//! and exits 0 within the drain timeout.
 
 use std::time::{Duration, Instant};
 
+use http::Request;
 use nix::sys::signal::Signal;
 
 use crate::support::*;
@@ -97,7 +99,8 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_the_exit_is_still_ze
     let mut orders = Sidecar::start(
         &SidecarConfig::new("orders", &certs)
             .service("users", &[users.inbound()], "      timeout: 60s\n")
-            .extra("shutdown:\n  drain_timeout: 500ms\n"),
+            // No grace for the app's calls: this is about the drain.
+            .extra("shutdown:\n  drain_timeout: 500ms\n  outbound_grace: 0s\n"),
     );
     let outbound = orders.outbound();
     let request =
@@ -135,5 +138,76 @@ async fn an_idle_sidecar_exits_at_once_on_sigint() {
         signalled.elapsed() < Duration::from_secs(2),
         "took {:?}",
         signalled.elapsed()
+    );
+}
+
+/// Stopped together with its app (Compose, a pod without native
+/// sidecars), the sidecar stops taking mesh traffic at once but goes on
+/// taking the app's calls while the app finishes, and closes as soon as
+/// the app is gone, well before the grace ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_sigterm_the_apps_calls_are_taken_until_the_app_is_gone() {
+    let certs = Certs::new();
+    let users_app = TestApp::start().await;
+    let users = Sidecar::start(&SidecarConfig::new("users", &certs).inbound(users_app.addr));
+    let orders_app = TestApp::start().await;
+    let mut orders = Sidecar::start(
+        &SidecarConfig::new("orders", &certs)
+            .inbound(orders_app.addr)
+            .service("users", &[users.inbound()], "")
+            .extra("shutdown:\n  outbound_grace: 30s\n"),
+    );
+    orders.signal(Signal::SIGTERM);
+    await_ready_status(&orders, 503).await;
+    // Mesh traffic goes elsewhere: the inbound listener closes at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(orders.inbound())
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the inbound listener still accepts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The app, still finishing its work, still calls out.
+    for _ in 0..3 {
+        let response = collect(send_h1(orders.outbound(), get("users", "/echo")).await).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The app exits: the sidecar follows, without waiting out its 30 s.
+    let gone = Instant::now();
+    drop(orders_app);
+    let status = orders.wait_exit(Duration::from_secs(25)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", orders.logs().join("\n"));
+    assert!(
+        gone.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        gone.elapsed()
+    );
+    orders.wait_for_log("the app is gone", Duration::from_secs(1));
+}
+
+/// A Job's app, done, stops its sidecar: `POST /shutdown` on the admin
+/// port (from inside the pod) drains it and it exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn post_shutdown_on_the_admin_port_drains_and_exits_zero() {
+    let certs = Certs::new();
+    let mut orders = Sidecar::start(&SidecarConfig::new("orders", &certs).outbound());
+    let only_post = collect(send_h1(orders.admin, get("admin", "/shutdown")).await).await;
+    assert_eq!(only_post.status, 405, "{}", only_post.text());
+    let stop = Request::post("/shutdown")
+        .header("host", "admin")
+        .body(empty())
+        .expect("request");
+    let asked = collect(send_h1(orders.admin, stop).await).await;
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    let status = orders.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", orders.logs().join("\n"));
+    orders.wait_for_log(
+        "shutdown asked through the admin port",
+        Duration::from_secs(1),
     );
 }
