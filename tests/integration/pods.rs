@@ -276,3 +276,253 @@ fn dechunk(mut rest: &str) -> String {
     }
     data
 }
+
+/// A pod as Docker runs it here: the sidecar's container holds the
+/// network namespace, the init step installs capture in it (root,
+/// NET_ADMIN and NET_RAW only), and the app's container joins it.
+struct Pod {
+    /// The app, if the pod has one (dropped first).
+    _app: Option<Container>,
+    sidecar: Container,
+    /// Its address on the test's network.
+    ip: String,
+}
+
+/// Three pods and an entry on a Docker network of their own, removed
+/// with everything on it when dropped.
+struct PodNetwork {
+    name: String,
+    pods: Vec<Pod>,
+    entry: Option<Container>,
+    _certs: Certs,
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        self.entry.take();
+        self.pods.clear();
+        let _ = crate::support::docker::docker(&["network", "rm", &self.name]);
+    }
+}
+
+/// The sidecar config of `service` in a pod (its app on 127.0.0.1:8080),
+/// with `rest` appended; certificates at /certs.
+fn pod_config(service: &str, rest: &str) -> String {
+    format!(
+        "service: {service}\n\
+         tls: {{ ca: /certs/ca.pem, cert: /certs/{service}.pem, key: /certs/{service}-key.pem }}\n\
+         admin: {{ listen: 0.0.0.0:9901 }}\n\
+         access_log: {{ format: json }}\n\
+         {rest}"
+    )
+}
+
+impl PodNetwork {
+    fn start() -> Self {
+        let image = image();
+        let name = format!("pftest-pods-{}", fastrand::u32(..));
+        docker_ok(&["network", "create", &name]);
+        let certs = Certs::new();
+        for service in ["users", "orders", "notifications", "client"] {
+            certs.issue(service);
+        }
+        let sidecar_name = |service: &str| format!("{name}-{service}");
+        let dns = |service: &str| format!("{{ dns: \"{}:15006\" }}", sidecar_name(service));
+        let configs = [
+            (
+                "users",
+                pod_config(
+                    "users",
+                    "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
+                     - from: [{ service: orders }, { service: client }]\n",
+                ),
+            ),
+            (
+                "notifications",
+                pod_config(
+                    "notifications",
+                    "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
+                     - from: [{ service: orders }]\n",
+                ),
+            ),
+            (
+                "orders",
+                pod_config(
+                    "orders",
+                    &format!(
+                        "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
+                         - from: [{{ service: client }}]\n\
+                         outbound:\n  services:\n    users: {}\n    notifications: {}\n",
+                        dns("users"),
+                        dns("notifications")
+                    ),
+                ),
+            ),
+            (
+                "client",
+                pod_config(
+                    "client",
+                    &format!(
+                        "outbound:\n  listen: 0.0.0.0:15001\n  services:\n    orders: {}\n    users: {}\n",
+                        dns("orders"),
+                        dns("users")
+                    ),
+                ),
+            ),
+        ];
+        for (service, config) in &configs {
+            std::fs::write(certs.dir.path().join(format!("{service}.yaml")), config)
+                .expect("write config");
+        }
+        netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
+        let mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
+        let sidecar = |service: &str, publish: &[&str]| {
+            let container_name = sidecar_name(service);
+            let config = format!("/certs/{service}.yaml");
+            let mut args = vec![
+                "--name",
+                &container_name,
+                "--network",
+                &name,
+                "--read-only",
+                "--cap-drop",
+                "ALL",
+                "-v",
+                &mount,
+            ];
+            args.extend_from_slice(publish);
+            args.extend_from_slice(&[image, "run", "--config", &config]);
+            Container::run(&args)
+        };
+        let mut network = Self {
+            name: name.clone(),
+            pods: Vec::new(),
+            entry: None,
+            _certs: certs,
+        };
+        let start_pod = |service: &str, app_args: &[&str]| -> Pod {
+            let sidecar = sidecar(service, &["-p", "127.0.0.1::9901"]);
+            let ip = sidecar.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+            let netns = format!("container:{}", sidecar.id);
+            // The init step.
+            let installed = docker_ok(&[
+                "run",
+                "--rm",
+                "--network",
+                &netns,
+                "--user",
+                "0:0",
+                "--read-only",
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "NET_ADMIN",
+                "--cap-add",
+                "NET_RAW",
+                image,
+                "capture",
+                "install",
+                "--skip-inbound-ports",
+                "9901",
+            ]);
+            assert!(installed.contains("capture installed"), "{installed}");
+            let mut args = vec![
+                "--network",
+                &netns,
+                "--user",
+                "1000:1000",
+                "--read-only",
+                "--cap-drop",
+                "ALL",
+                image,
+                "demo-app",
+                "--name",
+                service,
+                "--listen",
+                "127.0.0.1:8080",
+            ];
+            args.extend_from_slice(app_args);
+            Pod {
+                _app: Some(Container::run(&args)),
+                sidecar,
+                ip,
+            }
+        };
+        let users = start_pod("users", &[]);
+        let notifications = start_pod("notifications", &[]);
+        // No proxy settings: orders calls users and notifications at an
+        // address of the network (users' pod, port 8080), by name in Host;
+        // capture takes the connection to its sidecar.
+        let elsewhere = format!("{}:8080", users.ip);
+        let orders = start_pod("orders", &["--sidecar", &elsewhere]);
+        network.pods = vec![users, notifications, orders];
+        network.entry = Some(sidecar(
+            "client",
+            &["-p", "127.0.0.1::15001", "-p", "127.0.0.1::9901"],
+        ));
+        network
+    }
+
+    fn pod(&self, index: usize) -> &Pod {
+        &self.pods[index]
+    }
+}
+
+#[test]
+fn pods_with_capture_reach_each_other_by_address_over_mtls_and_refuse_plaintext() {
+    let pods = PodNetwork::start();
+    let entry = pods.entry.as_ref().expect("entry").published(15001);
+    let (users, orders) = (pods.pod(0), pods.pod(2));
+
+    let answer = eventually(PATIENCE, || {
+        http_get(entry, "orders", "/orders/42").filter(|(status, _)| *status == 200)
+    });
+    let Some((_, body)) = answer else {
+        panic!(
+            "orders never answered 200:\norders sidecar:\n{}\nusers sidecar:\n{}",
+            orders.sidecar.logs(),
+            users.sidecar.logs()
+        );
+    };
+    let order: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(order["user"]["id"], order["order"]["user_id"], "{body}");
+    assert_eq!(order["notification"]["queued"], true, "{body}");
+
+    // orders' app connected to a plain address; its sidecar took the
+    // connection (capture), told HTTP/1 by its first bytes, and sent the
+    // request over mTLS: users' sidecar logged it with orders' identity.
+    let detected = eventually(PATIENCE, || {
+        let metrics = http_get(orders.sidecar.published(9901), "admin", "/metrics")?.1;
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "pilotfish_protocol_detected_total{by=\"first-bytes\",protocol=\"http1\"}",
+                )
+            })
+            .map(str::to_owned)
+    });
+    assert!(detected.is_some(), "no captured connection was detected");
+    // (Docker's log driver and the access log's batching lag a little.)
+    let from_orders = eventually(PATIENCE, || {
+        users
+            .sidecar
+            .logs()
+            .lines()
+            .find(|l| {
+                l.contains("\"peer\":\"spiffe://cluster.local/ns/default/sa/orders\"")
+                    && l.contains("\"path\":\"/users/")
+            })
+            .map(str::to_owned)
+    });
+    assert!(
+        from_orders.is_some(),
+        "users' sidecar saw no request from orders:\n{}",
+        users.sidecar.logs()
+    );
+
+    // Inbound is strict: plaintext to the app's port from outside the mesh
+    // meets the mTLS listener and gets no HTTP answer.
+    let app_port: SocketAddr = format!("{}:8080", users.ip).parse().expect("address");
+    assert!(http_get(app_port, "users", "/users/1").is_none());
+}
