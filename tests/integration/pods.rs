@@ -526,3 +526,301 @@ fn pods_with_capture_reach_each_other_by_address_over_mtls_and_refuse_plaintext(
     let app_port: SocketAddr = format!("{}:8080", users.ip).parse().expect("address");
     assert!(http_get(app_port, "users", "/users/1").is_none());
 }
+
+/// Starts a pod of `service` named `name` on `network`, its sidecar known
+/// by `alias` too (a headless Service's name: every pod of the service
+/// answers to it), reading `/certs/{service}.yaml`.
+fn run_pod(network: &str, mount: &str, name: &str, service: &str, alias: &str) -> Pod {
+    let image = image();
+    let config = format!("/certs/{service}.yaml");
+    let sidecar = Container::run(&[
+        "--name",
+        name,
+        "--network",
+        network,
+        "--network-alias",
+        alias,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "-v",
+        mount,
+        "-p",
+        "127.0.0.1::9901",
+        image,
+        "run",
+        "--config",
+        &config,
+    ]);
+    let ip = sidecar.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let netns = format!("container:{}", sidecar.id);
+    docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &netns,
+        "--user",
+        "0:0",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-add",
+        "NET_RAW",
+        image,
+        "capture",
+        "install",
+        "--skip-inbound-ports",
+        "9901",
+    ]);
+    let app = Container::run(&[
+        "--network",
+        &netns,
+        "--user",
+        "1000:1000",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        image,
+        "demo-app",
+        "--name",
+        service,
+        "--listen",
+        "127.0.0.1:8080",
+    ]);
+    let admin = sidecar.published(9901);
+    let ready = eventually(PATIENCE, || {
+        http_get(admin, "admin", "/ready").filter(|(status, _)| *status == 200)
+    });
+    assert!(ready.is_some(), "{name} never ready:\n{}", sidecar.logs());
+    Pod {
+        _app: Some(app),
+        sidecar,
+        ip,
+    }
+}
+
+impl Pod {
+    /// Requests its sidecar passed to its app so far (access log lines).
+    fn served(&self) -> usize {
+        self.sidecar
+            .logs()
+            .lines()
+            .filter(|l| l.contains("\"direction\":\"inbound\"") && l.contains("\"status\":200"))
+            .count()
+    }
+
+    /// Stops it as the kubelet stops a pod with a native sidecar: the app
+    /// first, then the sidecar (SIGTERM, then its drain).
+    fn stop_gracefully(mut self) {
+        if let Some(app) = self._app.take() {
+            docker_ok(&["stop", "-t", "10", &app.id]);
+        }
+        docker_ok(&["stop", "-t", "40", &self.sidecar.id]);
+        let code = self.sidecar.inspect("{{.State.ExitCode}}");
+        assert_eq!(code, "0", "{}", self.sidecar.logs());
+    }
+}
+
+/// Two pods of users behind the name `users-mesh`, and an entry sidecar
+/// (published) that calls them, on a network of their own.
+struct Replicas {
+    network: String,
+    mount: String,
+    users: Vec<Pod>,
+    entry: Option<Container>,
+    certs: Certs,
+}
+
+impl Replicas {
+    fn start() -> Self {
+        let network = format!("pftest-replicas-{}", fastrand::u32(..));
+        docker_ok(&["network", "create", &network]);
+        let certs = Certs::new();
+        certs.issue("users");
+        certs.issue("client");
+        let users = pod_config(
+            "users",
+            "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
+             - from: [{ service: client }]\n",
+        );
+        // The endpoints follow the name's answers every second; an
+        // endpoint that fails is out for 2 s (instead of 30) so that the
+        // test sees it come back soon.
+        let client = pod_config(
+            "client",
+            "outbound:\n  listen: 0.0.0.0:15001\n  services:\n    users:\n      \
+             dns: \"users-mesh:15006\"\n      dns_refresh: 1s\n      \
+             outlier_detection: { base_ejection: 2s, max_ejection: 2s }\n",
+        );
+        std::fs::write(certs.dir.path().join("users.yaml"), users).expect("config");
+        std::fs::write(certs.dir.path().join("client.yaml"), client).expect("config");
+        netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
+        let mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
+        let users = (0..2)
+            .map(|i| {
+                run_pod(
+                    &network,
+                    &mount,
+                    &format!("{network}-users-{i}"),
+                    "users",
+                    "users-mesh",
+                )
+            })
+            .collect();
+        let entry = Container::run(&[
+            "--network",
+            &network,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "-v",
+            &mount,
+            "-p",
+            "127.0.0.1::15001",
+            image(),
+            "run",
+            "--config",
+            "/certs/client.yaml",
+        ]);
+        Self {
+            network,
+            mount,
+            users,
+            entry: Some(entry),
+            certs,
+        }
+    }
+
+    fn entry(&self) -> SocketAddr {
+        self.entry.as_ref().expect("entry").published(15001)
+    }
+
+    fn new_pod(&self, i: usize, generation: usize) -> Pod {
+        let name = format!("{}-users-{i}-{generation}", self.network);
+        run_pod(&self.network, &self.mount, &name, "users", "users-mesh")
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        self.entry.take();
+        self.users.clear();
+        let _ = crate::support::docker::docker(&["network", "rm", &self.network]);
+        let _ = &self.certs;
+    }
+}
+
+/// Steady load: a GET every 20 ms through the entry, each on a new
+/// connection, until stopped; what each got (`None`: no HTTP answer).
+struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Option<u16>>>>,
+}
+
+impl SteadyLoad {
+    fn start(entry: SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                got.push(http_get(entry, "users", "/users/1").map(|(status, _)| status));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            got
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Option<u16>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("load thread")
+    }
+}
+
+/// Waits until both pods of `replicas` serve traffic sent through the entry.
+fn both_serving(replicas: &Replicas) {
+    let entry = replicas.entry();
+    let served = eventually(PATIENCE, || {
+        for _ in 0..10 {
+            http_get(entry, "users", "/users/1");
+        }
+        replicas.users.iter().all(|p| p.served() > 0).then_some(())
+    });
+    assert!(served.is_some(), "not every pod got traffic");
+}
+
+/// A pod killed under steady load (no drain: `docker kill`): requests in
+/// flight to it and connections to its address fail and are retried on
+/// the other pod (GETs are safe to retry), the endpoint is ejected, and
+/// at most 2% of requests fail. Started again, it gets traffic again.
+#[test]
+fn a_killed_pod_is_ejected_under_load_and_rejoins_when_started_again() {
+    let mut replicas = Replicas::start();
+    both_serving(&replicas);
+    let load = SteadyLoad::start(replicas.entry());
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = replicas.users.remove(0);
+    docker_ok(&["kill", &killed.sidecar.id]);
+    std::thread::sleep(Duration::from_secs(4));
+    drop(killed);
+    // Started again (a new sandbox, as a pod restart is: capture again).
+    let again = replicas.new_pod(0, 1);
+    replicas.users.insert(0, again);
+    let rejoined = eventually(PATIENCE, || (replicas.users[0].served() > 0).then_some(()));
+    let got = load.finish();
+    let failed = got.iter().filter(|s| **s != Some(200)).count();
+    eprintln!("killed pod: {failed} of {} requests failed", got.len());
+    assert!(got.len() > 200, "only {} requests", got.len());
+    assert!(
+        failed * 50 <= got.len(),
+        "{failed} of {} requests failed (more than 2%): {:?}",
+        got.len(),
+        got.iter().filter(|s| **s != Some(200)).collect::<Vec<_>>()
+    );
+    assert!(rejoined.is_some(), "the restarted pod got no traffic");
+}
+
+/// A rolling restart of both pods under steady load, each stopped as the
+/// kubelet stops a pod (app, then sidecar with its drain) after its
+/// replacement is up: not one request fails.
+#[test]
+fn a_rolling_restart_under_load_fails_no_request() {
+    let mut replicas = Replicas::start();
+    both_serving(&replicas);
+    let load = SteadyLoad::start(replicas.entry());
+    for i in 0..2 {
+        std::thread::sleep(Duration::from_secs(1));
+        // maxSurge 1, maxUnavailable 0: the new pod first.
+        let new = replicas.new_pod(i, 1);
+        let old = std::mem::replace(&mut replicas.users[i], new);
+        old.stop_gracefully();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let got = load.finish();
+    let failed: Vec<_> = got.iter().filter(|s| **s != Some(200)).collect();
+    eprintln!(
+        "rolling restart: {} of {} requests failed",
+        failed.len(),
+        got.len()
+    );
+    assert!(got.len() > 100, "only {} requests", got.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        got.len()
+    );
+    for pod in &replicas.users {
+        assert!(pod.served() > 0, "a new pod got no traffic");
+    }
+}
