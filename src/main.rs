@@ -61,6 +61,9 @@ enum Command {
     /// A demo service (plain HTTP, no mesh logic); started by `demo`.
     #[command(hide = true)]
     DemoApp(demo::app::AppArgs),
+    /// A Job's app: one call through its sidecar, then stops the sidecar.
+    #[command(hide = true)]
+    DemoJob(demo::job::JobArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
         Command::Capture { command } => capture_command(command),
         Command::Demo(args) => demo::run(args),
         Command::DemoApp(args) => demo::app::run(args),
+        Command::DemoJob(args) => demo::job::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

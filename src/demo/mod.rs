@@ -26,6 +26,7 @@ pub mod app;
 mod banner;
 mod broker;
 mod children;
+pub mod job;
 mod plan;
 mod ready;
 

@@ -824,3 +824,117 @@ fn a_rolling_restart_under_load_fails_no_request() {
         assert!(pod.served() > 0, "a new pod got no traffic");
     }
 }
+
+/// A Docker network of the test's own, removed when dropped (declare it
+/// before the containers on it, so that it goes after them).
+struct Network(String);
+
+impl Network {
+    fn new(prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", fastrand::u32(..));
+        docker_ok(&["network", "create", &name]);
+        Self(name)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = crate::support::docker::docker(&["network", "rm", &self.0]);
+    }
+}
+
+/// Waits for a container to end; its exit code.
+fn exit_code(container: &Container) -> String {
+    let ended = eventually(PATIENCE, || {
+        (container.inspect("{{.State.Running}}") == "false")
+            .then(|| container.inspect("{{.State.ExitCode}}"))
+    });
+    ended.unwrap_or_else(|| panic!("still running:\n{}", container.logs()))
+}
+
+/// A Job's pod where the sidecar is an ordinary container (no native
+/// sidecars): its app calls users through the sidecar, then stops the
+/// sidecar with `POST /shutdown` on the admin port; every container of
+/// the pod exits 0, so the Job completes.
+#[test]
+fn a_job_pods_app_stops_its_sidecar_and_every_container_exits_zero() {
+    let image = image();
+    let network = Network::new("pftest-job");
+    let certs = Certs::new();
+    certs.issue("users");
+    certs.issue("client");
+    let users = pod_config(
+        "users",
+        "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
+         - from: [{ service: client }]\n",
+    );
+    let client = pod_config(
+        "client",
+        "outbound:\n  services:\n    users: { dns: \"users-mesh:15006\" }\n",
+    );
+    std::fs::write(certs.dir.path().join("users.yaml"), users).expect("config");
+    std::fs::write(certs.dir.path().join("client.yaml"), client).expect("config");
+    netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
+    let mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
+    let _users = run_pod(
+        &network.0,
+        &mount,
+        &format!("{}-users", network.0),
+        "users",
+        "users-mesh",
+    );
+
+    let sidecar = Container::run(&[
+        "--network",
+        &network.0,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "-v",
+        &mount,
+        image,
+        "run",
+        "--config",
+        "/certs/client.yaml",
+    ]);
+    // Without native sidecars nothing orders the two: the app would wait
+    // for its sidecar itself.
+    let ready = eventually(PATIENCE, || {
+        sidecar
+            .logs()
+            .contains("\"message\":\"ready\"")
+            .then_some(())
+    });
+    assert!(ready.is_some(), "sidecar never ready:\n{}", sidecar.logs());
+    let netns = format!("container:{}", sidecar.id);
+    let job = Container::run(&[
+        "--network",
+        &netns,
+        "--user",
+        "1000:1000",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        image,
+        "demo-job",
+        "--sidecar",
+        "127.0.0.1:15001",
+        "--admin",
+        "127.0.0.1:9901",
+        "--service",
+        "users",
+        "--path",
+        "/users/1",
+    ]);
+
+    assert_eq!(exit_code(&job), "0", "the job:\n{}", job.logs());
+    assert!(job.logs().contains("\"id\":1"), "{}", job.logs());
+    assert_eq!(exit_code(&sidecar), "0", "the sidecar:\n{}", sidecar.logs());
+    assert!(
+        sidecar
+            .logs()
+            .contains("shutdown asked through the admin port"),
+        "{}",
+        sidecar.logs()
+    );
+}
