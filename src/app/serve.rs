@@ -20,6 +20,7 @@ use crate::http::lifetime::{self, Activity, HeadDeadline, InFlight};
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
 use crate::listener::{Metered, accept_loop, admit, original_dst, tune};
 use crate::metrics::ListenerCounters;
+use crate::outbound::CapturedTo;
 use crate::tls::ALPN_H2;
 use crate::tunnel::Lent;
 
@@ -103,7 +104,8 @@ async fn serve_outbound(
     let Some(outbound) = live.outbound() else {
         return;
     };
-    let io = match original_dst(tcp.get_ref()) {
+    let captured = original_dst(tcp.get_ref());
+    let io = match captured {
         None => Prefixed::new(tcp),
         Some(original) => {
             let (protocol, by, io) = if outbound.is_opaque_port(original.port()) {
@@ -137,6 +139,10 @@ async fn serve_outbound(
     let service = service_fn(move |mut req: Request<Incoming>| {
         let in_flight = requests.begin();
         lend_for_tunnel(&mut req, &lend);
+        if let Some(original) = captured {
+            // Where the app meant it to go, for a host no route knows.
+            req.extensions_mut().insert(CapturedTo(original));
+        }
         let current = live.outbound();
         // Boxed: hyper keeps a slot of the future's size for every
         // connection (HTTP/1) and moves it into a task per stream (HTTP/2);

@@ -338,6 +338,19 @@ impl Outbound {
         }
     }
 
+    /// The HTTP destination with an endpoint at `original` (the same host
+    /// for a mesh endpoint, whose sidecar forwards to the app there).
+    fn destination_at(&self, original: SocketAddr) -> Option<route::RouteMatch> {
+        let index = self
+            .destinations
+            .iter()
+            .position(|d| !d.is_opaque() && d.endpoint_for(original).is_some())?;
+        Some(route::RouteMatch {
+            destination: index,
+            route: None,
+        })
+    }
+
     /// Decides where a request goes, without touching it.
     fn route(
         &self,
@@ -353,12 +366,18 @@ impl Outbound {
         }
         let path = req.uri().path();
         let found = match Target::of(req) {
-            Ok(target) => self
-                .routes
-                .find(&target, path)
-                .ok_or_else(|| ProxyError::NoRoute {
-                    host: target.host.clone().into_owned(),
-                })?,
+            Ok(target) => match self.routes.find(&target, path) {
+                Some(found) => found,
+                // Captured on its way to an address (a pod's): the
+                // destination with an endpoint there, if one has.
+                None => req
+                    .extensions()
+                    .get::<CapturedTo>()
+                    .and_then(|captured| self.destination_at(captured.0))
+                    .ok_or_else(|| ProxyError::NoRoute {
+                        host: target.host.clone().into_owned(),
+                    })?,
+            },
             // No Host at all (HTTP/1.0): only a catch-all route (`*`) can
             // say where it goes.
             Err(ProxyError::NoAuthority) => self
@@ -381,6 +400,13 @@ impl Outbound {
         Ok((destination, policy))
     }
 }
+
+/// On a request of a captured connection: the address the app connected
+/// to (`SO_ORIGINAL_DST`). A request whose host no route knows goes to the
+/// destination with an endpoint at that address, so an app may call a pod
+/// by its address.
+#[derive(Debug, Clone, Copy)]
+pub struct CapturedTo(pub SocketAddr);
 
 /// The settings of requests to a destination matched by its name.
 fn default_policy(

@@ -100,7 +100,7 @@ impl Pods {
 }
 
 #[test]
-fn http1_and_http2_captured_on_their_way_to_a_pod_go_by_their_host() {
+fn http1_and_http2_captured_on_their_way_to_a_pod_go_by_their_host_or_its_address() {
     let ns = namespace();
     ns.run(|| async {
         let app = TestApp::start().await;
@@ -141,6 +141,23 @@ fn http1_and_http2_captured_on_their_way_to_a_pod_go_by_their_host() {
             2.0,
             "only captured connections are detected"
         );
+
+        // By address alone (Host is the pod's address, which no route
+        // knows): the destination with an endpoint on that host takes it.
+        let by_address = get("10.77.0.2:8080", "/echo?four");
+        let response = collect(send_h1(at(POD, 8080), by_address).await).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let last = app.seen().last().cloned().expect("seen");
+        assert_eq!(last.path, "/echo");
+        assert_eq!(
+            last.headers["pilotfish-client-id"],
+            "spiffe://cluster.local/ns/default/sa/orders"
+        );
+        // An address no destination has, with a host no route knows.
+        let nowhere = get("10.77.0.9:8080", "/echo?five");
+        let response = collect(send_h1(at(OUTSIDE, 8080), nowhere).await).await;
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert_eq!(response.headers["pilotfish-error"], "no-route");
         drop(pods);
     });
 }
