@@ -30,7 +30,10 @@ pub use load::{
     CheckReport, ConfigError, ConfigErrors, FileCheck, check_files, digest, load, load_file,
     parse_str,
 };
-pub use outbound::{DestinationConfig, OutboundConfig, RouteConfig, Transport, UpstreamProtocol};
+pub use outbound::{
+    DestinationConfig, OutboundConfig, RouteConfig, Transport, UnknownDestinations,
+    UpstreamProtocol,
+};
 pub use rate_limit::{
     GlobalLimitConfig, LimitDirection, LimitKey, LimitOverride, OnFailure, RateLimitConfig,
 };

@@ -42,6 +42,25 @@ pub struct OutboundConfig {
     /// as Linkerd's: 25, 587, 3306, 4444, 5432, 6379, 9300, 11211.
     #[serde(default = "super::defaults::opaque_ports")]
     pub opaque_ports: Vec<Located<u16>>,
+    /// For captured connections to an address no destination has:
+    /// `passthrough` (default, as Istio's `ALLOW_ANY` and Linkerd) carries
+    /// them there as they are (TLS and other raw TCP as bytes, HTTP whose
+    /// host no route knows as plain HTTP); `refuse` (Istio's
+    /// `REGISTRY_ONLY`) closes such connections and answers such requests
+    /// 503 `no-route`, so the app reaches only what the config names.
+    #[serde(default)]
+    pub unknown_destinations: UnknownDestinations,
+}
+
+/// What captured traffic to an address no destination has gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownDestinations {
+    /// Carried to that address as it is, outside the mesh.
+    #[default]
+    Passthrough,
+    /// Refused.
+    Refuse,
 }
 
 /// One destination service.

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 use http::{Method, Request, Response, Version};
@@ -39,12 +39,14 @@ use self::policy::trace::AttemptTrace;
 use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
 use self::route::{RouteTable, Target};
 use crate::build::BuildError;
-use crate::config::{Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig};
+use crate::config::{
+    Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig, UnknownDestinations,
+};
 use crate::http::headers::{self, PROXY_ADDED_HEADERS};
 use crate::http::lifetime::{self, Timeouts};
 use crate::http::server::{self, HeaderLimits};
-use crate::http::upgrade;
 use crate::http::{Body, Direction, ErrorFormat, ProxyError};
+use crate::http::{dial, upgrade, uri};
 use crate::identity::ServiceName;
 use crate::metrics::{Metrics, RequestLabels, RequestMetrics, TunnelMetrics};
 use crate::observe::{Exchange, Observer};
@@ -74,6 +76,7 @@ pub struct Outbound {
     tunnel_metrics: TunnelMetrics,
     detect_timeout: Duration,
     opaque_ports: Vec<u16>,
+    unknown: UnknownDestinations,
 }
 
 impl Outbound {
@@ -151,6 +154,7 @@ impl Outbound {
             tunnel_metrics: metrics.tunnels.clone(),
             detect_timeout: outbound.detect_timeout.get().0,
             opaque_ports: outbound.opaque_ports.iter().map(|p| *p.get()).collect(),
+            unknown: outbound.unknown_destinations,
         })
     }
 
@@ -253,6 +257,19 @@ impl Outbound {
         let app_side = asked.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (destination, policy) = match self.route(&req) {
             Ok(found) => found,
+            Err(ProxyError::NoRoute { host }) => {
+                // Captured on its way to an address the config does not
+                // know: there, outside the mesh, when the config allows.
+                let captured = req.extensions().get::<CapturedTo>().copied();
+                return match captured {
+                    Some(CapturedTo(to)) if self.unknown == UnknownDestinations::Passthrough => {
+                        exchange.routed(tunnel::PASSTHROUGH, None);
+                        let reply = self.pass_through(req, to, exchange).await;
+                        (None, reply.map(|response| (response, None)))
+                    }
+                    _ => (None, Err(ProxyError::NoRoute { host })),
+                };
+            }
             Err(err) => return (None, Err(err)),
         };
         exchange.routed(destination.name().as_str(), Some(&policy.label));
@@ -336,6 +353,42 @@ impl Outbound {
             Some(limited) => Err(limited.into()),
             None => Ok(()),
         }
+    }
+
+    /// A captured request for an address no destination has, sent there
+    /// as plain HTTP on a connection of its own, as the app would have
+    /// sent it without a sidecar (the proxy's own fields removed).
+    async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        to: SocketAddr,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_own(&mut parts.headers);
+        let body =
+            lifetime::bound_request_body(exchange.count_request(body), self.timeouts.body_idle);
+        let tcp = dial::tcp_within(to, tunnel::PASSTHROUGH_CONNECT_TIMEOUT).await?;
+        exchange.upstream(Some(to), 1);
+        let io = TokioIo::new(tcp);
+        let upstream = |e| ProxyError::upstream(to, e);
+        let response = if parts.version == Version::HTTP_2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(upstream)?;
+            tokio::spawn(connection);
+            sender.send_request(Request::from_parts(parts, body)).await
+        } else {
+            uri::to_http1(&mut parts);
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(upstream)?;
+            tokio::spawn(connection);
+            sender.send_request(Request::from_parts(parts, body)).await
+        };
+        Ok(response.map_err(upstream)?.map(Body::from))
     }
 
     /// The HTTP destination with an endpoint at `original` (the same host

@@ -208,6 +208,7 @@ mod tests {
                 .collect(),
             detect_timeout: Located::new(crate::config::HumanDuration::from_secs(1)),
             opaque_ports: Vec::new(),
+            unknown_destinations: Default::default(),
         }
     }
 

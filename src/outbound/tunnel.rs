@@ -17,6 +17,7 @@ use super::Outbound;
 use super::destination::Destination;
 use super::policy::RoutePolicy;
 use super::route::Target;
+use crate::config::UnknownDestinations;
 use crate::drain;
 use crate::http::{Body, Direction, ErrorFormat, ProxyError, dial};
 use crate::observe::{Exchange, TunnelRecord};
@@ -125,6 +126,13 @@ impl Outbound {
                 self.carry_to(io, client, (name, authority), open, watch)
                     .await;
             }
+            None if self.unknown == UnknownDestinations::Refuse => {
+                // Closed, and logged as the CONNECT it stands for.
+                let host = original.to_string();
+                let open = std::future::ready(Err(ProxyError::TunnelNotAllowed { host }));
+                let labels = (UNKNOWN, original.to_string());
+                self.carry_to(io, client, labels, open, watch).await;
+            }
             None => {
                 let open = passthrough(original);
                 let labels = (PASSTHROUGH, original.to_string());
@@ -198,7 +206,12 @@ pub const PASSTHROUGH: &str = "passthrough";
 
 /// How long a passthrough connect may take: the address may be far away
 /// (Istio's passthrough cluster allows 10s).
-const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The service label of captured connections refused for going to an
+/// address no destination has (`unknown_destinations: refuse`), as for
+/// requests no route matched.
+pub const UNKNOWN: &str = "unknown";
 
 /// A plain TCP connection to `addr`.
 async fn passthrough(addr: SocketAddr) -> Result<(BoxIo, SocketAddr), ProxyError> {

@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::support::*;
 use crate::support::{netns, process_tree};
 
+/// How long a test waits for what should come at once.
+const PATIENCE: Duration = Duration::from_secs(10);
 /// The user the caller's sidecar runs as; capture lets its connections by.
 const PROXY_UID: u32 = 2102;
 /// The far pod: its sidecar's inbound listener and its servers.
@@ -153,11 +155,27 @@ fn http1_and_http2_captured_on_their_way_to_a_pod_go_by_their_host_or_its_addres
             last.headers["pilotfish-client-id"],
             "spiffe://cluster.local/ns/default/sa/orders"
         );
-        // An address no destination has, with a host no route knows.
-        let nowhere = get("10.77.0.9:8080", "/echo?five");
-        let response = collect(send_h1(at(OUTSIDE, 8080), nowhere).await).await;
-        assert_eq!(response.status, 503, "{}", response.text());
-        assert_eq!(response.headers["pilotfish-error"], "no-route");
+        // An address no destination has, with a host no route knows:
+        // there, outside the mesh, as the app sent it (the default,
+        // `unknown_destinations: passthrough`).
+        let outside = TestApp::start_on(at(OUTSIDE, 8080)).await;
+        let elsewhere = get("example.org", "/echo?five");
+        let response = collect(send_h1(at(OUTSIDE, 8080), elsewhere).await).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let seen = outside.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].headers["host"], "example.org");
+        assert!(
+            !seen[0].headers.contains_key("pilotfish-client-id"),
+            "no identity outside the mesh"
+        );
+        let line = pods
+            .caller
+            .wait_access_log(5, PATIENCE)
+            .pop()
+            .expect("a line");
+        assert_eq!(line["service"], "passthrough", "{line}");
+        assert_eq!(line["upstream"], at(OUTSIDE, 8080).to_string(), "{line}");
         drop(pods);
     });
 }
@@ -563,4 +581,51 @@ fn capture_install_is_idempotent_and_remove_takes_away_all_it_added() {
     let printed = capture(&ns, &["install", "--dry-run"]);
     assert!(printed.contains("-A PILOTFISH_OUTPUT -p tcp -j REDIRECT --to-ports 15001"));
     assert_eq!(nat_rules(&ns), before);
+}
+
+/// `outbound.unknown_destinations: refuse`: the app reaches only what the
+/// config names. A captured request for a host no route knows, to an
+/// address no destination has, gets 503 no-route; a captured TLS
+/// connection there is closed, and logged as refused.
+#[test]
+fn with_unknown_destinations_refused_the_app_reaches_only_the_mesh() {
+    let ns = namespace();
+    ns.run(|| async {
+        let app = TestApp::start().await;
+        let pods = Pods::start(&ns, app.addr, "  unknown_destinations: refuse\n");
+        let _outside = TestApp::start_on(at(OUTSIDE, 8080)).await;
+        let elsewhere = get("example.org", "/echo");
+        let response = collect(send_h1(at(OUTSIDE, 8080), elsewhere).await).await;
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert_eq!(response.headers["pilotfish-error"], "no-route");
+        // The mesh still works.
+        let response = collect(send_h1(at(POD, 8080), get("users", "/echo")).await).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+
+        // A TLS client hello to the outside host: closed, not carried.
+        let mut tcp = TcpStream::connect(at(OUTSIDE, 8443))
+            .await
+            .expect("captured");
+        tcp.write_all(b"\x16\x03\x01\x00\x05hello")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(PATIENCE, tcp.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the connection was not closed: {read:?}"
+        );
+        let lines = pods.caller.wait_access_log(3, PATIENCE);
+        let refused = lines
+            .iter()
+            .find(|l| l["error"] == "tunnel-not-allowed")
+            .unwrap_or_else(|| panic!("no refused connection logged: {lines:?}"));
+        assert_eq!(refused["service"], "unknown", "{refused}");
+        assert_eq!(
+            refused["authority"],
+            at(OUTSIDE, 8443).to_string(),
+            "{refused}"
+        );
+        drop(pods);
+    });
 }

@@ -54,6 +54,11 @@ impl TestApp {
         Self::start_with(None, KeepAlive::Normal).await
     }
 
+    /// Starts on `addr` (a host of a test's network namespace).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::start_with_at(addr, None, KeepAlive::Normal).await
+    }
+
     /// Starts serving HTTPS with `tls` (which may require client
     /// certificates); the serials of the client certificates presented
     /// are recorded.
@@ -74,7 +79,15 @@ impl TestApp {
     }
 
     async fn start_with(tls: Option<Arc<rustls::ServerConfig>>, mode: KeepAlive) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_with_at(SocketAddr::from(([127, 0, 0, 1], 0)), tls, mode).await
+    }
+
+    async fn start_with_at(
+        at: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        mode: KeepAlive,
+    ) -> Self {
+        let listener = TcpListener::bind(at).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let client_serials = Arc::new(Mutex::new(Vec::new()));
