@@ -45,6 +45,7 @@ pub mod drain;
 pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod observe;
