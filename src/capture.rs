@@ -51,45 +51,43 @@ impl Capture {
         let _ = writeln!(rules, ":{INBOUND_CHAIN} - [0:0]");
         let _ = writeln!(rules, ":{OUTPUT_CHAIN} - [0:0]");
 
-        // Inbound: the mTLS listener itself, then the skipped ports, pass;
-        // everything else is redirected to the mTLS listener.
+        // Inbound: the mTLS listener itself and the skipped ports pass;
+        // everything else goes to the mTLS listener.
         let mut passed = vec![self.inbound_port];
         passed.extend(&self.skip_inbound_ports);
-        passed.sort_unstable();
-        passed.dedup();
-        for port in passed {
-            let _ = writeln!(rules, "-A {INBOUND_CHAIN} -p tcp --dport {port} -j RETURN");
-        }
-        let _ = writeln!(
-            rules,
-            "-A {INBOUND_CHAIN} -p tcp -j REDIRECT --to-ports {}",
-            self.inbound_port
-        );
-
+        chain(&mut rules, INBOUND_CHAIN, &[], passed, self.inbound_port);
         // Outbound: the sidecar's own connections, anything to loopback
         // (the app calling its sidecar, or itself on 127.0.0.1), and
         // skipped ports pass. (A call to the pod's own address is captured
         // like any other and routed by the sidecar.)
-        let _ = writeln!(
-            rules,
-            "-A {OUTPUT_CHAIN} -m owner --uid-owner {} -j RETURN",
-            self.proxy_uid
-        );
-        let _ = writeln!(rules, "-A {OUTPUT_CHAIN} -d 127.0.0.0/8 -j RETURN");
-        let mut skipped = self.skip_outbound_ports.clone();
-        skipped.sort_unstable();
-        skipped.dedup();
-        for port in skipped {
-            let _ = writeln!(rules, "-A {OUTPUT_CHAIN} -p tcp --dport {port} -j RETURN");
-        }
-        let _ = writeln!(
-            rules,
-            "-A {OUTPUT_CHAIN} -p tcp -j REDIRECT --to-ports {}",
-            self.outbound_port
+        let own = format!("-m owner --uid-owner {}", self.proxy_uid);
+        let exempt = [own.as_str(), "-d 127.0.0.0/8"];
+        let skipped = self.skip_outbound_ports.clone();
+        chain(
+            &mut rules,
+            OUTPUT_CHAIN,
+            &exempt,
+            skipped,
+            self.outbound_port,
         );
         rules.push_str("COMMIT\n");
         rules
     }
+}
+
+/// Appends the rules of `chain`: a RETURN for each match of `exempt`,
+/// then one for each of `ports` (once each, in order), then the redirect
+/// of the rest of its TCP to port `to`.
+fn chain(rules: &mut String, chain: &str, exempt: &[&str], mut ports: Vec<u16>, to: u16) {
+    for matches in exempt {
+        let _ = writeln!(rules, "-A {chain} {matches} -j RETURN");
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports {
+        let _ = writeln!(rules, "-A {chain} -p tcp --dport {port} -j RETURN");
+    }
+    let _ = writeln!(rules, "-A {chain} -p tcp -j REDIRECT --to-ports {to}");
 }
 
 /// The jumps into the chains: (built-in chain, rule).
@@ -180,14 +178,7 @@ fn restore(iptables: &str, rules: &str) -> Result<(), CaptureError> {
             tool: tool.clone(),
             source,
         })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(CaptureError::Failed {
-            command: format!("{tool} --noflush"),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
+    finished(format!("{tool} --noflush"), &out)
 }
 
 fn run(tool: &str, args: &[&str]) -> Result<(), CaptureError> {
@@ -199,14 +190,18 @@ fn run(tool: &str, args: &[&str]) -> Result<(), CaptureError> {
             tool: tool.to_owned(),
             source,
         })?;
+    finished(format!("{tool} {}", args.join(" ")), &out)
+}
+
+/// `command`'s exit: fine, or a failure with what it said.
+fn finished(command: String, out: &std::process::Output) -> Result<(), CaptureError> {
     if out.status.success() {
-        Ok(())
-    } else {
-        Err(CaptureError::Failed {
-            command: format!("{tool} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
+        return Ok(());
     }
+    Err(CaptureError::Failed {
+        command,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    })
 }
 
 #[cfg(test)]

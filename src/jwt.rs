@@ -464,6 +464,11 @@ mod tests {
         header.kid = Some("key-2".into());
         let token = encode(&header, &claims(), &pair.private).expect("sign");
         assert_eq!(v.verify(&token), Err(Rejection::UnknownKey));
+        // An alg that does not fit the key's type is refused.
+        let mut mismatched = serde_json::from_str::<serde_json::Value>(&jwks).expect("json");
+        mismatched["keys"][0]["alg"] = json!("RS256");
+        let refused = Verifier::new(expect()).add_jwks(&mismatched.to_string());
+        assert!(refused.is_err_and(|e| e.to_string().contains("RS256")));
         // A symmetric key in a JWKS is refused.
         let oct = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}).to_string();
         assert!(Verifier::new(expect()).add_jwks(&oct).is_err());

@@ -126,15 +126,8 @@ enum CertsCommand {
         /// A service to issue a certificate for; repeat for more.
         #[arg(long = "service", value_name = "NAME", required = true)]
         services: Vec<String>,
-        /// Namespace.
-        #[arg(long, default_value = "default", value_name = "NS")]
-        namespace: String,
-        /// SPIFFE trust domain.
-        #[arg(long, default_value = "cluster.local", value_name = "TD")]
-        trust_domain: String,
-        /// Lifetime of each workload certificate (the CA's: a year).
-        #[arg(long, default_value = "24h", value_parser = parse_duration)]
-        ttl: Duration,
+        #[command(flatten)]
+        workload: WorkloadArgs,
     },
     /// Issue a workload certificate: DIR/NAME.pem and DIR/NAME-key.pem.
     Issue {
@@ -144,15 +137,8 @@ enum CertsCommand {
         /// Service (account) name; the identity is spiffe://TD/ns/NS/sa/NAME.
         #[arg(long, value_name = "NAME")]
         service: String,
-        /// Namespace.
-        #[arg(long, default_value = "default", value_name = "NS")]
-        namespace: String,
-        /// SPIFFE trust domain.
-        #[arg(long, default_value = "cluster.local", value_name = "TD")]
-        trust_domain: String,
-        /// Lifetime of the certificate.
-        #[arg(long, default_value = "24h", value_parser = parse_duration)]
-        ttl: Duration,
+        #[command(flatten)]
+        workload: WorkloadArgs,
         /// Output folder.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -160,6 +146,20 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Where a workload certificate's identity lives, and how long it lasts.
+#[derive(Debug, clap::Args)]
+struct WorkloadArgs {
+    /// Namespace.
+    #[arg(long, default_value = "default", value_name = "NS")]
+    namespace: String,
+    /// SPIFFE trust domain.
+    #[arg(long, default_value = "cluster.local", value_name = "TD")]
+    trust_domain: String,
+    /// Lifetime of the workload certificate(s).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    ttl: Duration,
 }
 
 /// The CA `certs mesh` makes lives as long as `certs ca`'s default.
@@ -284,9 +284,12 @@ fn certs_command(command: CertsCommand) -> anyhow::Result<()> {
         CertsCommand::Mesh {
             out,
             services,
-            namespace,
-            trust_domain,
-            ttl,
+            workload:
+                WorkloadArgs {
+                    namespace,
+                    trust_domain,
+                    ttl,
+                },
         } => {
             // Validate every name before writing anything.
             let workloads = services
@@ -307,9 +310,12 @@ fn certs_command(command: CertsCommand) -> anyhow::Result<()> {
         CertsCommand::Issue {
             ca,
             service,
-            namespace,
-            trust_domain,
-            ttl,
+            workload:
+                WorkloadArgs {
+                    namespace,
+                    trust_domain,
+                    ttl,
+                },
             out,
             force,
         } => {

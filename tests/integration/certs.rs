@@ -120,3 +120,49 @@ fn bad_names_are_refused() {
         assert!(err.contains(value), "{flag}: {err}");
     }
 }
+
+/// `certs mesh`: the CA and a certificate per service in one step; run
+/// again (a container's one-shot set-up on `up`), the CA stays and the
+/// certificates are made anew. A bad name writes nothing.
+#[test]
+fn certs_mesh_keeps_its_ca_and_renews_the_workloads() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = path_str(dir.path());
+    let mesh = [
+        "certs",
+        "mesh",
+        "--out",
+        out,
+        "--service",
+        "users",
+        "--service",
+        "orders",
+    ];
+    pilotfish(&mesh);
+    let read = |name: &str| std::fs::read(dir.path().join(name)).expect(name);
+    let (ca, users) = (read("ca.pem"), read("users.pem"));
+    let (uris, _, _) = sans(&dir.path().join("orders.pem"));
+    assert_eq!(uris, ["spiffe://cluster.local/ns/default/sa/orders"]);
+    let again = pilotfish(&mesh);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("kept the CA"));
+    assert_eq!(read("ca.pem"), ca, "the CA was replaced");
+    assert_ne!(
+        read("users.pem"),
+        users,
+        "users' certificate was not renewed"
+    );
+
+    let fresh = tempfile::tempdir().expect("dir");
+    let bad = Command::new(bin())
+        .args(["certs", "mesh", "--out", path_str(fresh.path())])
+        .args(["--service", "users", "--service", "Bad_Name"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Bad_Name"));
+    assert_eq!(
+        std::fs::read_dir(fresh.path()).expect("dir").count(),
+        0,
+        "wrote files"
+    );
+}

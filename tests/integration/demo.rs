@@ -627,3 +627,28 @@ fn curl_lines_are_split_like_a_shell_does() {
     assert_eq!(request.path, "/knobs?fail=0.5");
     assert_eq!(request.headers, [("host".to_owned(), "users".to_owned())]);
 }
+
+/// `pilotfish demo-job` (a Job's app) fails, saying why, when it cannot
+/// do its one call or is asked for a service the demo does not have.
+#[test]
+fn a_demo_job_that_cannot_call_fails_and_says_why() {
+    let nowhere = crate::support::free_addr().to_string();
+    let run = |service: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+            .args(["demo-job", "--sidecar", &nowhere, "--admin", &nowhere])
+            .args(["--service", service, "--path", "/users/1"])
+            .output()
+            .expect("run demo-job")
+    };
+    let unknown = run("payments");
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains("payments") && said.contains("users"),
+        "{said}"
+    );
+    let unreachable = run("users");
+    assert!(!unreachable.status.success());
+    let said = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(said.contains("cannot connect to the sidecar"), "{said}");
+}

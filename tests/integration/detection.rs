@@ -176,6 +176,11 @@ fn http1_and_http2_captured_on_their_way_to_a_pod_go_by_their_host_or_its_addres
             .expect("a line");
         assert_eq!(line["service"], "passthrough", "{line}");
         assert_eq!(line["upstream"], at(OUTSIDE, 8080).to_string(), "{line}");
+        // Nothing listens there: the app gets the proxy's account of it.
+        let closed = get("example.org", "/echo?six");
+        let response = collect(send_h1(at(OUTSIDE, 8081), closed).await).await;
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert_eq!(response.headers["pilotfish-error"], "connect-refused");
         drop(pods);
     });
 }
@@ -577,6 +582,19 @@ fn capture_install_is_idempotent_and_remove_takes_away_all_it_added() {
     assert_eq!(nat_rules(&ns), before);
     // Removing what is not there is fine.
     capture(&ns, &["remove"]);
+    // Without iptables, it says what it needs.
+    let out = ns
+        .command(env!("CARGO_BIN_EXE_pilotfish"))
+        .args(["capture", "install", "--iptables", "/nonexistent/iptables"])
+        .output()
+        .expect("run pilotfish capture");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot run /nonexistent/iptables-restore"),
+        "{said}"
+    );
+    assert_eq!(nat_rules(&ns), before);
     // --dry-run prints the rules and installs nothing.
     let printed = capture(&ns, &["install", "--dry-run"]);
     assert!(printed.contains("-A PILOTFISH_OUTPUT -p tcp -j REDIRECT --to-ports 15001"));

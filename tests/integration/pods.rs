@@ -291,18 +291,11 @@ struct Pod {
 /// Three pods and an entry on a Docker network of their own, removed
 /// with everything on it when dropped.
 struct PodNetwork {
-    name: String,
+    // Fields drop in order: the containers, then the network.
     pods: Vec<Pod>,
-    entry: Option<Container>,
+    entry: Container,
+    _network: Network,
     _certs: Certs,
-}
-
-impl Drop for PodNetwork {
-    fn drop(&mut self) {
-        self.entry.take();
-        self.pods.clear();
-        let _ = crate::support::docker::docker(&["network", "rm", &self.name]);
-    }
 }
 
 /// The sidecar config of `service` in a pod (its app on 127.0.0.1:8080),
@@ -317,25 +310,41 @@ fn pod_config(service: &str, rest: &str) -> String {
     )
 }
 
+/// Certificates and the sidecar configs of `pods` (service, config) in
+/// one folder the sidecar's user owns; and the mount argument that shows
+/// it to containers at /certs.
+fn pod_files(pods: &[(&str, String)]) -> (Certs, String) {
+    let certs = Certs::new();
+    for (service, config) in pods {
+        certs.issue(service);
+        std::fs::write(certs.dir.path().join(format!("{service}.yaml")), config)
+            .expect("write config");
+    }
+    netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
+    let mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
+    (certs, mount)
+}
+
+/// users' sidecar config, admitting `callers` (`{ service: NAME }` each).
+fn users_admitting(callers: &str) -> String {
+    pod_config(
+        "users",
+        &format!(
+            "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
+             - from: [{callers}]\n"
+        ),
+    )
+}
+
 impl PodNetwork {
     fn start() -> Self {
-        let image = image();
-        let name = format!("pftest-pods-{}", fastrand::u32(..));
-        docker_ok(&["network", "create", &name]);
-        let certs = Certs::new();
-        for service in ["users", "orders", "notifications", "client"] {
-            certs.issue(service);
-        }
-        let sidecar_name = |service: &str| format!("{name}-{service}");
+        let network = Network::new("pftest-pods");
+        let sidecar_name = |service: &str| format!("{}-{service}", network.0);
         let dns = |service: &str| format!("{{ dns: \"{}:15006\" }}", sidecar_name(service));
         let configs = [
             (
                 "users",
-                pod_config(
-                    "users",
-                    "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
-                     - from: [{ service: orders }, { service: client }]\n",
-                ),
+                users_admitting("{ service: orders }, { service: client }"),
             ),
             (
                 "notifications",
@@ -370,97 +379,31 @@ impl PodNetwork {
                 ),
             ),
         ];
-        for (service, config) in &configs {
-            std::fs::write(certs.dir.path().join(format!("{service}.yaml")), config)
-                .expect("write config");
-        }
-        netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
-        let mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
-        let sidecar = |service: &str, publish: &[&str]| {
-            let container_name = sidecar_name(service);
-            let config = format!("/certs/{service}.yaml");
-            let mut args = vec![
-                "--name",
-                &container_name,
-                "--network",
-                &name,
-                "--read-only",
-                "--cap-drop",
-                "ALL",
-                "-v",
-                &mount,
-            ];
-            args.extend_from_slice(publish);
-            args.extend_from_slice(&[image, "run", "--config", &config]);
-            Container::run(&args)
+        let (certs, mount) = pod_files(&configs);
+        let pod = |service: &str, app_args: &[&str]| {
+            let named = ["--name", &sidecar_name(service)];
+            run_pod(&network.0, &mount, service, &named, app_args)
         };
-        let mut network = Self {
-            name: name.clone(),
-            pods: Vec::new(),
-            entry: None,
-            _certs: certs,
-        };
-        let start_pod = |service: &str, app_args: &[&str]| -> Pod {
-            let sidecar = sidecar(service, &["-p", "127.0.0.1::9901"]);
-            let ip = sidecar.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
-            let netns = format!("container:{}", sidecar.id);
-            // The init step.
-            let installed = docker_ok(&[
-                "run",
-                "--rm",
-                "--network",
-                &netns,
-                "--user",
-                "0:0",
-                "--read-only",
-                "--cap-drop",
-                "ALL",
-                "--cap-add",
-                "NET_ADMIN",
-                "--cap-add",
-                "NET_RAW",
-                image,
-                "capture",
-                "install",
-                "--skip-inbound-ports",
-                "9901",
-            ]);
-            assert!(installed.contains("capture installed"), "{installed}");
-            let mut args = vec![
-                "--network",
-                &netns,
-                "--user",
-                "1000:1000",
-                "--read-only",
-                "--cap-drop",
-                "ALL",
-                image,
-                "demo-app",
-                "--name",
-                service,
-                "--listen",
-                "127.0.0.1:8080",
-            ];
-            args.extend_from_slice(app_args);
-            Pod {
-                _app: Some(Container::run(&args)),
-                sidecar,
-                ip,
-            }
-        };
-        let users = start_pod("users", &[]);
-        let notifications = start_pod("notifications", &[]);
+        let users = pod("users", &[]);
+        let notifications = pod("notifications", &[]);
         // No proxy settings: orders calls users and notifications at an
         // address of the network (users' pod, port 8080), by name in Host;
         // capture takes the connection to its sidecar.
         let elsewhere = format!("{}:8080", users.ip);
-        let orders = start_pod("orders", &["--sidecar", &elsewhere]);
-        network.pods = vec![users, notifications, orders];
-        network.entry = Some(sidecar(
+        let orders = pod("orders", &["--sidecar", &elsewhere]);
+        let entry_name = sidecar_name("client");
+        let entry = run_sidecar(
+            &network.0,
+            &mount,
             "client",
-            &["-p", "127.0.0.1::15001", "-p", "127.0.0.1::9901"],
-        ));
-        network
+            &["--name", &entry_name, "-p", "127.0.0.1::15001"],
+        );
+        Self {
+            pods: vec![users, notifications, orders],
+            entry,
+            _network: network,
+            _certs: certs,
+        }
     }
 
     fn pod(&self, index: usize) -> &Pod {
@@ -471,7 +414,7 @@ impl PodNetwork {
 #[test]
 fn pods_with_capture_reach_each_other_by_address_over_mtls_and_refuse_plaintext() {
     let pods = PodNetwork::start();
-    let entry = pods.entry.as_ref().expect("entry").published(15001);
+    let entry = pods.entry.published(15001);
     let (users, orders) = (pods.pod(0), pods.pod(2));
 
     let answer = eventually(PATIENCE, || {
@@ -527,34 +470,38 @@ fn pods_with_capture_reach_each_other_by_address_over_mtls_and_refuse_plaintext(
     assert!(http_get(app_port, "users", "/users/1").is_none());
 }
 
-/// Starts a pod of `service` named `name` on `network`, its sidecar known
-/// by `alias` too (a headless Service's name: every pod of the service
-/// answers to it), reading `/certs/{service}.yaml`.
-fn run_pod(network: &str, mount: &str, name: &str, service: &str, alias: &str) -> Pod {
-    let image = image();
+/// A sidecar container of `service` on `network`, configured by
+/// `/certs/{service}.yaml` from `mount`; `extra`: Docker arguments (its
+/// name, network aliases, published ports).
+fn run_sidecar(network: &str, mount: &str, service: &str, extra: &[&str]) -> Container {
     let config = format!("/certs/{service}.yaml");
-    let sidecar = Container::run(&[
-        "--name",
-        name,
+    let mut args = vec![
         "--network",
         network,
-        "--network-alias",
-        alias,
         "--read-only",
         "--cap-drop",
         "ALL",
         "-v",
         mount,
-        "-p",
-        "127.0.0.1::9901",
-        image,
-        "run",
-        "--config",
-        &config,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[image(), "run", "--config", &config]);
+    Container::run(&args)
+}
+
+/// Starts a pod of `service` on `network` and waits until its sidecar is
+/// ready: the sidecar (with `extra` Docker arguments, see
+/// [`run_sidecar`]; its admin port published), the init step installing
+/// capture in its namespace, and the app (`demo-app` with `app_args`)
+/// joining it.
+fn run_pod(network: &str, mount: &str, service: &str, extra: &[&str], app_args: &[&str]) -> Pod {
+    let image = image();
+    let mut sidecar_args = extra.to_vec();
+    sidecar_args.extend_from_slice(&["-p", "127.0.0.1::9901"]);
+    let sidecar = run_sidecar(network, mount, service, &sidecar_args);
     let ip = sidecar.inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
     let netns = format!("container:{}", sidecar.id);
-    docker_ok(&[
+    let installed = docker_ok(&[
         "run",
         "--rm",
         "--network",
@@ -574,7 +521,8 @@ fn run_pod(network: &str, mount: &str, name: &str, service: &str, alias: &str) -
         "--skip-inbound-ports",
         "9901",
     ]);
-    let app = Container::run(&[
+    assert!(installed.contains("capture installed"), "{installed}");
+    let mut args = vec![
         "--network",
         &netns,
         "--user",
@@ -588,12 +536,18 @@ fn run_pod(network: &str, mount: &str, name: &str, service: &str, alias: &str) -
         service,
         "--listen",
         "127.0.0.1:8080",
-    ]);
+    ];
+    args.extend_from_slice(app_args);
+    let app = Container::run(&args);
     let admin = sidecar.published(9901);
     let ready = eventually(PATIENCE, || {
         http_get(admin, "admin", "/ready").filter(|(status, _)| *status == 200)
     });
-    assert!(ready.is_some(), "{name} never ready:\n{}", sidecar.logs());
+    assert!(
+        ready.is_some(),
+        "{service} never ready:\n{}",
+        sidecar.logs()
+    );
     Pod {
         _app: Some(app),
         sidecar,
@@ -626,25 +580,17 @@ impl Pod {
 /// Two pods of users behind the name `users-mesh`, and an entry sidecar
 /// (published) that calls them, on a network of their own.
 struct Replicas {
-    network: String,
-    mount: String,
+    // Fields drop in order: the containers, then the network.
     users: Vec<Pod>,
-    entry: Option<Container>,
-    certs: Certs,
+    entry: Container,
+    network: Network,
+    mount: String,
+    _certs: Certs,
 }
 
 impl Replicas {
     fn start() -> Self {
-        let network = format!("pftest-replicas-{}", fastrand::u32(..));
-        docker_ok(&["network", "create", &network]);
-        let certs = Certs::new();
-        certs.issue("users");
-        certs.issue("client");
-        let users = pod_config(
-            "users",
-            "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
-             - from: [{ service: client }]\n",
-        );
+        let network = Network::new("pftest-replicas");
         // The endpoints follow the name's answers every second; an
         // endpoint that fails is out for 2 s (instead of 30) so that the
         // test sees it come back soon.
@@ -654,61 +600,30 @@ impl Replicas {
              dns: \"users-mesh:15006\"\n      dns_refresh: 1s\n      \
              outlier_detection: { base_ejection: 2s, max_ejection: 2s }\n",
         );
-        std::fs::write(certs.dir.path().join("users.yaml"), users).expect("config");
-        std::fs::write(certs.dir.path().join("client.yaml"), client).expect("config");
-        netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
-        let mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
-        let users = (0..2)
-            .map(|i| {
-                run_pod(
-                    &network,
-                    &mount,
-                    &format!("{network}-users-{i}"),
-                    "users",
-                    "users-mesh",
-                )
-            })
-            .collect();
-        let entry = Container::run(&[
-            "--network",
-            &network,
-            "--read-only",
-            "--cap-drop",
-            "ALL",
-            "-v",
-            &mount,
-            "-p",
-            "127.0.0.1::15001",
-            image(),
-            "run",
-            "--config",
-            "/certs/client.yaml",
+        let (certs, mount) = pod_files(&[
+            ("users", users_admitting("{ service: client }")),
+            ("client", client),
         ]);
-        Self {
+        let entry = run_sidecar(&network.0, &mount, "client", &["-p", "127.0.0.1::15001"]);
+        let mut replicas = Self {
+            users: Vec::new(),
+            entry,
             network,
             mount,
-            users,
-            entry: Some(entry),
-            certs,
-        }
+            _certs: certs,
+        };
+        replicas.users = (0..2).map(|_| replicas.new_pod()).collect();
+        replicas
     }
 
     fn entry(&self) -> SocketAddr {
-        self.entry.as_ref().expect("entry").published(15001)
+        self.entry.published(15001)
     }
 
-    fn new_pod(&self, i: usize, generation: usize) -> Pod {
-        let name = format!("{}-users-{i}-{generation}", self.network);
-        run_pod(&self.network, &self.mount, &name, "users", "users-mesh")
-    }
-}
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        self.entry.take();
-        self.users.clear();
-        let _ = crate::support::docker::docker(&["network", "rm", &self.network]);
-        let _ = &self.certs;
+    /// A new pod of users, known by `users-mesh`.
+    fn new_pod(&self) -> Pod {
+        let alias = ["--network-alias", "users-mesh"];
+        run_pod(&self.network.0, &self.mount, "users", &alias, &[])
     }
 }
 
@@ -774,7 +689,7 @@ fn a_killed_pod_is_ejected_under_load_and_rejoins_when_started_again() {
     std::thread::sleep(Duration::from_secs(4));
     drop(killed);
     // Started again (a new sandbox, as a pod restart is: capture again).
-    let again = replicas.new_pod(0, 1);
+    let again = replicas.new_pod();
     replicas.users.insert(0, again);
     let rejoined = eventually(PATIENCE, || (replicas.users[0].served() > 0).then_some(()));
     let got = load.finish();
@@ -801,7 +716,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
     for i in 0..2 {
         std::thread::sleep(Duration::from_secs(1));
         // maxSurge 1, maxUnavailable 0: the new pod first.
-        let new = replicas.new_pod(i, 1);
+        let new = replicas.new_pod();
         let old = std::mem::replace(&mut replicas.users[i], new);
         old.stop_gracefully();
     }
@@ -860,43 +775,17 @@ fn exit_code(container: &Container) -> String {
 fn a_job_pods_app_stops_its_sidecar_and_every_container_exits_zero() {
     let image = image();
     let network = Network::new("pftest-job");
-    let certs = Certs::new();
-    certs.issue("users");
-    certs.issue("client");
-    let users = pod_config(
-        "users",
-        "inbound:\n  app: 127.0.0.1:8080\n  authorization:\n    rules:\n      \
-         - from: [{ service: client }]\n",
-    );
     let client = pod_config(
         "client",
         "outbound:\n  services:\n    users: { dns: \"users-mesh:15006\" }\n",
     );
-    std::fs::write(certs.dir.path().join("users.yaml"), users).expect("config");
-    std::fs::write(certs.dir.path().join("client.yaml"), client).expect("config");
-    netns::give(certs.dir.path(), SIDECAR_UID.parse().expect("uid"));
-    let mount = format!("{}:/certs:ro", path_str(certs.dir.path()));
-    let _users = run_pod(
-        &network.0,
-        &mount,
-        &format!("{}-users", network.0),
-        "users",
-        "users-mesh",
-    );
-
-    let sidecar = Container::run(&[
-        "--network",
-        &network.0,
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "-v",
-        &mount,
-        image,
-        "run",
-        "--config",
-        "/certs/client.yaml",
+    let (_certs, mount) = pod_files(&[
+        ("users", users_admitting("{ service: client }")),
+        ("client", client),
     ]);
+    let alias = ["--network-alias", "users-mesh"];
+    let _users = run_pod(&network.0, &mount, "users", &alias, &[]);
+    let sidecar = run_sidecar(&network.0, &mount, "client", &[]);
     // Without native sidecars nothing orders the two: the app would wait
     // for its sidecar itself.
     let ready = eventually(PATIENCE, || {

@@ -211,3 +211,28 @@ async fn post_shutdown_on_the_admin_port_drains_and_exits_zero() {
         Duration::from_secs(1),
     );
 }
+
+/// An app that does not exit within `shutdown.outbound_grace`: the
+/// sidecar stops waiting for it, closes the outbound listener and drains.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbound_grace_ends_even_if_the_app_stays() {
+    let certs = Certs::new();
+    let app = TestApp::start().await;
+    let mut orders = Sidecar::start(
+        &SidecarConfig::new("orders", &certs)
+            .inbound(app.addr)
+            .service("users", &[free_addr()], "")
+            .extra("shutdown:\n  outbound_grace: 1s\n"),
+    );
+    let signalled = Instant::now();
+    orders.signal(Signal::SIGTERM);
+    let status = orders.wait_exit(Duration::from_secs(15)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", orders.logs().join("\n"));
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(900),
+        "did not wait for the app: {:?}",
+        signalled.elapsed()
+    );
+    orders.wait_for_log("outbound grace over", Duration::from_secs(1));
+    drop(app);
+}
