@@ -44,7 +44,7 @@ pub fn run(data: &[u8]) {
                 let mut route: RouteConfig = from_yaml("{ host: h, service: s }");
                 route.host = Located::new((*host).to_owned());
                 route.path_prefix = (*prefix).to_owned();
-                route.service = Located::new((*service).to_owned());
+                route.service = Some(Located::new((*service).to_owned()));
                 outbound.routes.push(route);
             }
             ["ns", ns] => default_namespace = (*ns).to_owned(),
@@ -153,7 +153,7 @@ fn model(
             .enumerate()
             .filter_map(|(i, route)| {
                 let (host, port) = parse_route_host(&route.host).ok()?;
-                let destination = index(&route.service)?;
+                let destination = index(route.service.as_ref()?)?;
                 let wanted = if any {
                     host == ANY_HOST
                 } else {

@@ -5,12 +5,14 @@
 //! short file runs. `config/reference.yaml` documents every field.
 //! [`load`] reads and validates a file; errors carry `FILE:LINE:COLUMN`.
 
+mod gateway;
 mod inbound;
 mod load;
 mod outbound;
 mod rate_limit;
 mod redact;
 mod resilience;
+mod route;
 mod telemetry;
 mod tls;
 mod validate;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{ServiceName, SpiffeId};
 
+pub use gateway::{GatewayConfig, GatewayTlsConfig, JwtConfig, JwtKeySource};
 pub use inbound::{
     AuthorizationConfig, AuthorizationRule, CallerPattern, DefaultPolicy, InboundConfig,
     check_path_pattern, parse_method,
@@ -31,8 +34,7 @@ pub use load::{
     parse_str,
 };
 pub use outbound::{
-    DestinationConfig, OutboundConfig, RouteConfig, Transport, UnknownDestinations,
-    UpstreamProtocol,
+    DestinationConfig, OutboundConfig, Transport, UnknownDestinations, UpstreamProtocol,
 };
 pub use rate_limit::{
     GlobalLimitConfig, LimitDirection, LimitKey, LimitOverride, OnFailure, RateLimitConfig,
@@ -40,6 +42,10 @@ pub use rate_limit::{
 pub use resilience::{
     BreakerConfig, FallbackConfig, GrpcCode, LimitsConfig, LoadBalancer, OutlierConfig,
     RetryBudgetConfig, RetryConfig, RetryOn,
+};
+pub use route::{
+    BackendConfig, CorsConfig, DirectResponse, HeaderModifier, MatchConfig, PathMatch, PathRewrite,
+    Redirect, RouteAuth, RouteConfig, StickyConfig, UrlRewrite,
 };
 pub use telemetry::{
     AccessLogConfig, AccessLogFormat, OtlpConfig, OtlpProtocol, PropagationFormat, RequestIdConfig,
@@ -75,6 +81,9 @@ pub struct Config {
     /// App -> mesh. Absent: the app cannot call other services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundConfig>,
+    /// Clients from outside -> mesh: the edge gateway. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayConfig>,
     /// HTTP protocol limits shared by every listener.
     #[serde(default)]
     pub http: HttpConfig,
@@ -303,6 +312,40 @@ mod defaults {
     }
     pub fn path_prefix() -> String {
         "/".to_owned()
+    }
+    pub fn any_host() -> Located<String> {
+        Located::new(crate::authority::ANY_HOST.to_owned())
+    }
+    pub fn weight() -> Located<u32> {
+        Located::new(1)
+    }
+    pub fn redirect_status() -> u16 {
+        302
+    }
+    pub fn text_plain() -> String {
+        "text/plain; charset=utf-8".to_owned()
+    }
+    pub fn cors_methods() -> Vec<String> {
+        ["GET", "HEAD", "POST"].map(String::from).to_vec()
+    }
+    /// The Fetch standard's default when `Access-Control-Max-Age` is absent.
+    pub fn cors_max_age() -> HumanDuration {
+        HumanDuration::from_secs(5)
+    }
+    /// RFC 7519 §4.1.4 allows "a few minutes"; Envoy's jwt_authn and
+    /// Istio use 60s.
+    pub fn jwt_leeway() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+    /// Envoy's remote JWKS cache lasts 5 minutes by default.
+    pub fn jwks_refresh() -> Located<HumanDuration> {
+        Located::new(HumanDuration::from_secs(300))
+    }
+    pub fn roles_claim() -> String {
+        "roles".to_owned()
+    }
+    pub fn scopes_claim() -> String {
+        "scope".to_owned()
     }
     pub fn max_header_bytes() -> Located<ByteSize> {
         Located::new(ByteSize::kib(64))

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BreakerConfig, FallbackConfig, HumanDuration, LimitsConfig, LoadBalancer, Located,
-    OutlierConfig, RetryBudgetConfig, RetryConfig,
+    OutlierConfig, RetryBudgetConfig, RetryConfig, RouteConfig,
 };
 
 /// App -> mesh: route plain HTTP from the app to destination services.
@@ -26,8 +26,9 @@ pub struct OutboundConfig {
     /// `NAME`, `NAME.NS`, `NAME.NS.svc` and `NAME.NS.svc.cluster.local`.
     #[serde(default)]
     pub services: BTreeMap<String, Located<DestinationConfig>>,
-    /// Extra routes: host (and path prefix) to a service. Tried before the
-    /// service names; the longest matching path prefix wins.
+    /// Extra routes (`route.rs`): host, path, method, headers and query to
+    /// a service, weighted services, a redirect or a fixed answer. Tried
+    /// before the service names, in the precedence `route.rs` gives.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// For connections captured to this listener (redirected by iptables,
@@ -178,38 +179,6 @@ impl Default for DestinationConfig {
     }
 }
 
-/// A route from a host (and optional path prefix) to a destination service.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// The route's name in metrics, access logs and spans (default
-    /// `HOST` + `PATH_PREFIX`, like `api.example.com/v1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Located<String>>,
-    /// Host name to match, case-insensitive. Without a port it matches any
-    /// port; with one (`api:8080`) only that port.
-    pub host: Located<String>,
-    /// Path prefix, matched by whole segments: `/users` matches `/users`
-    /// and `/users/7`, not `/usersx`. Default `/`.
-    #[serde(default = "super::defaults::path_prefix")]
-    pub path_prefix: String,
-    /// The destination service (a key of `outbound.services`).
-    pub service: Located<String>,
-    /// Overrides the destination's `timeout` for this route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<HumanDuration>,
-    /// Overrides the destination's `per_try_timeout` for this route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_try_timeout: Option<HumanDuration>,
-    /// Overrides the destination's `retries` for this route (the budget
-    /// stays the destination's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<RetryConfig>,
-    /// Overrides the destination's `fallback` for this route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<FallbackConfig>,
-}
-
 /// HTTP version spoken to a plain HTTP server (the local app, or a
 /// destination outside the mesh).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -253,15 +222,4 @@ pub enum Transport {
     /// Plain HTTP to a service outside the mesh: nothing is encrypted and
     /// no identity is checked.
     Plaintext,
-}
-
-impl RouteConfig {
-    /// The route's name: its `name`, or where it matches.
-    pub fn label(&self) -> String {
-        match &self.name {
-            Some(name) => name.get().clone(),
-            None if self.path_prefix == "/" => self.host.get().clone(),
-            None => format!("{}{}", self.host.get(), self.path_prefix),
-        }
-    }
 }

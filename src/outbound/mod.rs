@@ -135,7 +135,10 @@ impl Outbound {
             .routes
             .iter()
             .map(|route| {
-                let dst = outbound.services.get(route.service.as_str());
+                let dst = route
+                    .service
+                    .as_ref()
+                    .and_then(|s| outbound.services.get(s.as_str()));
                 Arc::new(route_policy(route, dst.map(|d| d.get()), &find))
             })
             .collect();

@@ -95,7 +95,7 @@ impl RouteTable {
         for (route_index, route) in outbound.routes.iter().enumerate() {
             let (Ok((host, port)), Some(&destination)) = (
                 parse_route_host(&route.host),
-                index.get(route.service.as_str()),
+                route.service.as_ref().and_then(|s| index.get(s.as_str())),
             ) else {
                 continue; // reported by config validation
             };
@@ -195,16 +195,7 @@ mod tests {
                 .collect(),
             routes: routes
                 .iter()
-                .map(|(host, prefix, service)| RouteConfig {
-                    name: None,
-                    host: Located::new((*host).to_owned()),
-                    path_prefix: (*prefix).to_owned(),
-                    service: Located::new((*service).to_owned()),
-                    timeout: None,
-                    per_try_timeout: None,
-                    retries: None,
-                    fallback: None,
-                })
+                .map(|(host, prefix, service)| RouteConfig::to_service(host, prefix, service))
                 .collect(),
             detect_timeout: Located::new(crate::config::HumanDuration::from_secs(1)),
             opaque_ports: Vec::new(),

@@ -80,18 +80,18 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
             check_fallback(fallback, outbound, at, r);
         }
     }
-    for route in &outbound.routes {
+    for service in outbound.routes.iter().flat_map(|route| route.services()) {
         let opaque = outbound
             .services
-            .get(route.service.as_str())
+            .get(service.as_str())
             .is_some_and(|dst| *dst.protocol == UpstreamProtocol::Opaque);
         if opaque {
             r.error(
-                route.service.position(),
+                service.position(),
                 format!(
                     "route to {:?}, an opaque destination: routes are for HTTP requests \
                      (an opaque destination is reached through its `listen` or CONNECT)",
-                    route.service.get()
+                    service.get()
                 ),
             );
         }
@@ -292,20 +292,22 @@ pub(super) fn check_routes(outbound: &OutboundConfig, r: &mut Report<'_>) {
                 );
             }
         }
-        if !outbound.services.contains_key(route.service.as_str()) {
-            let known: Vec<&str> = outbound.services.keys().map(String::as_str).collect();
-            r.error(
-                route.service.position(),
-                format!(
-                    "route to undefined service {:?} (defined: {})",
-                    route.service.get(),
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
+        for service in route.services() {
+            if !outbound.services.contains_key(service.as_str()) {
+                let known: Vec<&str> = outbound.services.keys().map(String::as_str).collect();
+                r.error(
+                    service.position(),
+                    format!(
+                        "route to undefined service {:?} (defined: {})",
+                        service.get(),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
         }
         if let Err(e) = crate::authority::parse_route_host(&route.host) {
             r.error(route.host.position(), e);
