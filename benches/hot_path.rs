@@ -17,9 +17,9 @@ use pilotfish::http::headers::strip_hop_by_hop;
 use pilotfish::http::request_id::RequestIdHeaders;
 use pilotfish::identity::SpiffeId;
 use pilotfish::inbound::Policy;
-use pilotfish::outbound::route::{RouteTable, Target};
 use pilotfish::ratelimit::bucket::{Bucket, Rate};
 use pilotfish::ratelimit::keyed::KeyedBuckets;
+use pilotfish::routing::{RouteTable, Target};
 use pilotfish::trace::propagation::{self, Format};
 
 /// A sidecar with a dozen destinations and routes, as a mid-sized
@@ -82,7 +82,12 @@ fn app_headers() -> HeaderMap {
 fn route(c: &mut Criterion) {
     let config = parse_str(CONFIG, Path::new("bench.yaml")).expect("config");
     let outbound = config.outbound.as_ref().expect("outbound");
-    let table = RouteTable::build(outbound, "default");
+    let services: Vec<(&str, &str)> = outbound
+        .services
+        .iter()
+        .map(|(name, dst)| (name.as_str(), dst.namespace.as_deref().unwrap_or("default")))
+        .collect();
+    let table = RouteTable::build(&outbound.routes, &services);
     let mut group = c.benchmark_group("route");
     for (name, host, path) in [
         ("by-service-name", "users", "/users/7"),
@@ -96,7 +101,7 @@ fn route(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let target = Target::of(black_box(&req)).expect("target");
-                black_box(table.find(&target, req.uri().path()))
+                black_box(table.find(Some(&target), &req))
             });
         });
     }

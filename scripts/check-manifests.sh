@@ -12,9 +12,10 @@
 #      their CRDs are not in the bundled schemas, so those are checked by
 #      yamllint (3) and by tests/integration/manifests.rs only.
 #   3. yamllint -s (warnings fail too) with .yamllint.yaml over deploy/.
-#   4. Each sidecar config the ConfigMaps hold passes `pilotfish check`,
-#      with its certificate paths pointed at certificates `pilotfish certs`
-#      makes for its identity. Uses $PILOTFISH_BIN, else
+#   4. Each sidecar config the ConfigMaps hold (the gateway's too) passes
+#      `pilotfish check`, with its certificate paths pointed at
+#      certificates `pilotfish certs` makes for its identity, and its token
+#      keys (gateway.jwt.keys[].pem) at a pair `pilotfish certs jwt` makes. Uses $PILOTFISH_BIN, else
 #      target/debug/pilotfish; skipped (said so) when neither exists.
 #   5. deploy/compose/compose.yaml, when it exists: `docker-compose config -q`.
 #
@@ -170,12 +171,20 @@ for doc in yaml.safe_load_all(open(rendered)):
         if text.count(old) != 1:
             sys.exit(f"{doc['metadata']['name']}: tls.{field} {old} is not written exactly once")
         text = text.replace(old, path)
+    for key in ((config.get("gateway") or {}).get("jwt") or {}).get("keys", []):
+        old = key.get("pem")
+        if old is None:
+            continue
+        if text.count(old) != 1:
+            sys.exit(f"{doc['metadata']['name']}: jwt key {old} is not written exactly once")
+        text = text.replace(old, f"{out}/jwt/jwt.pub")
     name = f"{out}/{doc['metadata']['name']}.yaml"
     open(name, "w").write(text)
     print(service, namespace, name)
 EOF
     ) || fail sidecar-configs "could not read the ConfigMaps"
     "$pilotfish" certs ca --out "$tmp/certs" >/dev/null || fail sidecar-configs "pilotfish certs ca"
+    "$pilotfish" certs jwt --out "$tmp/jwt" >/dev/null || fail sidecar-configs "pilotfish certs jwt"
     while read -r service namespace file; do
         [ -n "$service" ] || continue
         "$pilotfish" certs issue --ca "$tmp/certs" --service "$service" --namespace "$namespace" \

@@ -2,7 +2,8 @@
 # Runs the demo mesh (`pilotfish demo`), first installing what its
 # asynchronous path needs when missing: Debian's redis-server, the broker
 # orders publishes its events to and notifications consumes them from.
-# Arguments go to `pilotfish demo` (--dir DIR, --otlp URL). Safe to rerun.
+# Arguments go to `pilotfish demo` (--dir DIR, default .demo; --otlp URL).
+# Safe to rerun: a rerun replaces the files of the last one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,4 +41,12 @@ if ! command -v redis-server >/dev/null; then
     fi
 fi
 
-exec cargo run --release -- demo "$@"
+# The demo's files go to .demo/ unless --dir says otherwise, so that the
+# README's lines find the token signing key at .demo/jwt.key.
+args=("$@")
+dir_given=false
+for arg in "$@"; do
+    case $arg in --dir | --dir=*) dir_given=true ;; esac
+done
+$dir_given || args=(--dir .demo "${args[@]}")
+exec cargo run --release -- demo "${args[@]}"

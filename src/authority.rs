@@ -1,5 +1,5 @@
 //! Authorities (`host[:port]`) as text: one grammar for the host a
-//! request names (`outbound::route::Target`) and the hosts the config names
+//! request names (`routing::Target`) and the hosts the config names
 //! (route hosts, DNS targets), so what validation accepts is what routing
 //! matches. Pure functions, below both `config` and `outbound`.
 

@@ -80,12 +80,31 @@ pub enum Rejection {
     MissingClaim(String),
 }
 
+impl Rejection {
+    /// The reason as the 401's `error_description`: `expired`,
+    /// `bad-signature`, ...
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Algorithm => "algorithm-not-allowed",
+            Self::UnknownKey => "unknown-key",
+            Self::Signature => "bad-signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not-yet-valid",
+            Self::Issuer => "wrong-issuer",
+            Self::Audience => "wrong-audience",
+            Self::MissingClaim(_) => "missing-claim",
+        }
+    }
+}
+
 /// The keys tokens are verified with.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     /// By `kid`.
     by_id: HashMap<String, Key>,
-    /// Keys without a `kid`: used for tokens without one, when alone.
+    /// Keys without a `kid` (a PEM file, a secret): tried for every
+    /// token, with or without a `kid`, as Envoy does.
     unnamed: Vec<Key>,
     expect: Expect,
 }
@@ -234,25 +253,65 @@ impl Verifier {
         }
     }
 
-    /// Verifies `token` (the part after `Bearer `).
+    /// Whether no key was added.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty() && self.unnamed.is_empty()
+    }
+
+    /// How many keys were added.
+    pub fn len(&self) -> usize {
+        self.by_id.len() + self.unnamed.len()
+    }
+
+    /// Verifies `token` (the part after `Bearer `). The keys tried: the
+    /// one its `kid` names, then each key without a `kid`; a token without
+    /// a `kid` is tried with every key when none is unnamed (one JWKS
+    /// whose tokens carry no `kid`). Only a bad signature moves on to the
+    /// next key; a token no key fits is `UnknownKey`.
     pub fn verify(&self, token: &str) -> Result<Verified, Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithmName => Rejection::Algorithm,
             _ => Rejection::Malformed,
         })?;
-        let key = match &header.kid {
-            Some(kid) => self.by_id.get(kid),
-            None => match (self.unnamed.as_slice(), self.by_id.len()) {
-                ([only], _) => Some(only),
-                ([], 1) => self.by_id.values().next(),
-                _ => None,
-            },
+        let named = header.kid.as_ref().and_then(|kid| self.by_id.get(kid));
+        let every_named = header.kid.is_none() && self.unnamed.is_empty();
+        let candidates: Vec<&Key> = named
+            .into_iter()
+            .chain(&self.unnamed)
+            .chain(self.by_id.values().filter(|_| every_named))
+            .collect();
+        if candidates.is_empty() {
+            return Err(Rejection::UnknownKey);
         }
-        .ok_or(Rejection::UnknownKey)?;
-        if !key.algorithms.contains(&header.alg) {
-            return Err(Rejection::Algorithm);
+        let mut fitting = candidates
+            .into_iter()
+            .filter(|key| key.algorithms.contains(&header.alg))
+            .peekable();
+        let unknown_kid = header.kid.is_some() && named.is_none();
+        if fitting.peek().is_none() {
+            // A `kid` that names no key is that, whatever the algorithm.
+            return Err(if unknown_kid {
+                Rejection::UnknownKey
+            } else {
+                Rejection::Algorithm
+            });
         }
-        let mut validation = Validation::new(header.alg);
+        for key in fitting {
+            match self.verify_with(token, header.alg, key) {
+                Err(Rejection::Signature) => continue,
+                other => return other,
+            }
+        }
+        // A `kid` that names no key, and no unnamed key verified it.
+        if unknown_kid {
+            Err(Rejection::UnknownKey)
+        } else {
+            Err(Rejection::Signature)
+        }
+    }
+
+    fn verify_with(&self, token: &str, alg: Algorithm, key: &Key) -> Result<Verified, Rejection> {
+        let mut validation = Validation::new(alg);
         validation.algorithms = key.algorithms.clone();
         validation.leeway = self.expect.leeway.as_secs();
         validation.validate_nbf = true;
@@ -280,6 +339,14 @@ impl Verifier {
         Ok(Verified {
             claims: data.claims,
         })
+    }
+
+    /// Adds every key of `other` (its expectations are not taken).
+    pub fn extend(&mut self, other: &Verifier) {
+        for (kid, key) in &other.by_id {
+            self.by_id.insert(kid.clone(), key.clone());
+        }
+        self.unnamed.extend(other.unnamed.iter().cloned());
     }
 }
 
@@ -472,6 +539,33 @@ mod tests {
         // A symmetric key in a JWKS is refused.
         let oct = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}).to_string();
         assert!(Verifier::new(expect()).add_jwks(&oct).is_err());
+    }
+
+    #[test]
+    fn keys_without_kid_are_each_tried_and_keyed_ones_only_by_kid() {
+        // Two PEM keys (a rotation): each one's tokens verify.
+        let (old, new) = (pair(&PKCS_ED25519), pair(&PKCS_ED25519));
+        let mut v = verifier_for(&old.public_pem);
+        v.add_pem(new.public_pem.as_bytes(), None).expect("key");
+        assert!(
+            v.verify(&sign(Algorithm::EdDSA, &old.private, &claims()))
+                .is_ok()
+        );
+        assert!(
+            v.verify(&sign(Algorithm::EdDSA, &new.private, &claims()))
+                .is_ok()
+        );
+        let stranger = pair(&PKCS_ED25519);
+        assert_eq!(
+            v.verify(&sign(Algorithm::EdDSA, &stranger.private, &claims())),
+            Err(Rejection::Signature)
+        );
+        // A token with a kid no key has, signed by neither: unknown key.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("nobody".into());
+        let token = encode(&header, &claims(), &stranger.private).expect("sign");
+        assert_eq!(v.verify(&token), Err(Rejection::UnknownKey));
+        assert_eq!(Rejection::Expired.as_str(), "expired");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!
 //! - [`config`]: the YAML file, typed and validated.
 //! - [`app`]: start-up (bind every listener, then serve) and graceful drain.
-//! - [`outbound`]: app -> mesh: [`outbound::route`] picks a destination,
+//! - [`outbound`]: app -> mesh: [`routing`] picks a route and destination,
 //!   [`outbound::endpoint`] holds the mTLS HTTP/2 connection to a peer.
 //! - [`inbound`]: mesh -> app: mTLS termination, caller identity, the app.
 //! - [`tls`] and [`identity`]: certificates, SPIFFE ids, verification.
@@ -42,6 +42,7 @@ pub mod config;
 pub mod demo;
 pub mod detect;
 pub mod drain;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod inbound;
@@ -51,6 +52,7 @@ pub mod metrics;
 pub mod observe;
 pub mod outbound;
 pub mod ratelimit;
+pub mod routing;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;

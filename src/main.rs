@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: CaptureCommand,
     },
+    /// Print a signed JWT, to try the gateway's token checks.
+    Token(TokenArgs),
     /// Run the demo mesh on loopback: demo services, one sidecar each, mTLS.
     Demo(demo::DemoArgs),
     /// A demo service (plain HTTP, no mesh logic); started by `demo`.
@@ -102,6 +104,41 @@ enum CaptureCommand {
     },
 }
 
+/// `pilotfish token`: what the token says and what signs it.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("signing").required(true).args(["key", "secret_file"])))]
+struct TokenArgs {
+    /// PEM private key: Ed25519 (EdDSA), EC P-256 (ES256) or RSA (RS256);
+    /// `certs jwt` makes one.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// A file with an HMAC secret (HS256), 32 bytes at least.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// The subject (`sub`, sent upstream as x-user-id).
+    #[arg(long, value_name = "NAME")]
+    sub: String,
+    /// Roles (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "ROLES")]
+    roles: Vec<String>,
+    /// Scopes (space-separated, one argument): "orders:read orders:write".
+    #[arg(long, value_name = "SCOPES")]
+    scope: Option<String>,
+    /// `iss` (empty: none).
+    #[arg(long, default_value = "https://pilotfish.demo", value_name = "URL")]
+    issuer: String,
+    /// `aud` (empty: none).
+    #[arg(long, default_value = "demo", value_name = "NAME")]
+    audience: String,
+    /// How long the token is good for.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// `kid` in the token's header (`demo`: the key of `certs jwt`'s
+    /// jwks.json; default none).
+    #[arg(long, value_name = "KID")]
+    kid: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
     /// Make a development CA: DIR/ca.pem and DIR/ca-key.pem.
@@ -146,6 +183,13 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// A development token signing key: DIR/jwt.key (Ed25519, kept if
+    /// there), DIR/jwt.pub and DIR/jwks.json (kid `demo`).
+    Jwt {
+        /// Output folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Where a workload certificate's identity lives, and how long it lasts.
@@ -175,6 +219,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { files } => return check(&files),
         Command::Certs { command } => certs_command(command),
+        Command::Token(args) => token_command(args),
         Command::Capture { command } => capture_command(command),
         Command::Demo(args) => demo::run(args),
         Command::DemoApp(args) => demo::app::run(args),
@@ -275,8 +320,40 @@ fn capture_command(command: CaptureCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn token_command(args: TokenArgs) -> anyhow::Result<()> {
+    let key = match (args.key, args.secret_file) {
+        (Some(key), _) => certs::SigningKey::Pem(key),
+        (None, Some(secret)) => certs::SigningKey::SecretFile(secret),
+        (None, None) => anyhow::bail!("give --key or --secret-file"),
+    };
+    let claims = certs::TokenClaims {
+        subject: args.sub,
+        roles: args.roles.into_iter().filter(|r| !r.is_empty()).collect(),
+        scope: args.scope,
+        issuer: args.issuer,
+        audience: args.audience,
+        ttl: args.ttl,
+        kid: args.kid,
+    };
+    println!("{}", certs::sign_token(&key, &claims)?);
+    Ok(())
+}
+
 fn certs_command(command: CertsCommand) -> anyhow::Result<()> {
     match command {
+        CertsCommand::Jwt { out } => {
+            let files = certs::make_jwt_keys(&out)?;
+            if files.kept {
+                println!("kept {}", files.key.display());
+            } else {
+                println!("wrote {}", files.key.display());
+            }
+            println!(
+                "wrote {} and {}",
+                files.public.display(),
+                files.jwks.display()
+            );
+        }
         CertsCommand::Ca { out, ttl, force } => {
             let files = certs::make_ca(&out, ttl, force)?;
             println!("wrote {} and {}", files.cert.display(), files.key.display());

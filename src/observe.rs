@@ -90,7 +90,9 @@ impl Observer {
         let ids = self.ids.ensure(req.headers_mut());
         let caller = self.tracer.extract(req.headers());
         let kind = match direction {
-            Direction::Inbound => SpanKind::Server,
+            // The gateway serves clients from outside: the trace's first
+            // server span, as an ingress's.
+            Direction::Inbound | Direction::Gateway => SpanKind::Server,
             Direction::Outbound => SpanKind::Client,
         };
         let mut span = self.tracer.start(&caller, kind, span_name(req.method()));
@@ -222,7 +224,7 @@ impl Exchange {
             self.span
                 .set("network.peer.port", i64::from(endpoint.port()));
         }
-        if self.direction == Direction::Outbound {
+        if self.direction != Direction::Inbound {
             self.span
                 .set("pilotfish.retries", i64::from(attempts.saturating_sub(1)));
         }
@@ -267,7 +269,7 @@ impl Exchange {
             .set("http.response.status_code", i64::from(status.as_u16()));
         // Server spans fail on 5xx only; client spans on 4xx too.
         let failed = match self.direction {
-            Direction::Inbound => status.is_server_error(),
+            Direction::Inbound | Direction::Gateway => status.is_server_error(),
             Direction::Outbound => status.is_client_error() || status.is_server_error(),
         };
         if failed && self.labels.error.is_none() {

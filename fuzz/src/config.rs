@@ -25,8 +25,10 @@ use pilotfish::http::request_id::RequestIdHeaders;
 use pilotfish::http::server::HeaderLimits;
 use pilotfish::identity::SpiffeId;
 use pilotfish::inbound::Policy;
-use pilotfish::outbound::route::RouteTable;
 use pilotfish::ratelimit::{RateLimits, Subject};
+use pilotfish::routing::RouteTable;
+use pilotfish::routing::filters::HeaderOps;
+use pilotfish::routing::split::Split;
 use pilotfish::trace::Tracer;
 
 use super::input::text;
@@ -117,6 +119,33 @@ fn check_shown(config: &Config) {
     }
 }
 
+/// A validated route's filters and split compile.
+fn check_routes(routes: &[pilotfish::config::RouteConfig]) {
+    for route in routes {
+        for modifier in [
+            &route.request_header_modifier,
+            &route.response_header_modifier,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            HeaderOps::compile(modifier)
+                .unwrap_or_else(|e| panic!("a validated header modifier does not compile: {e}"));
+        }
+        let weights: Vec<(&str, u32)> = route
+            .backends
+            .iter()
+            .map(|b| (b.service.as_str(), *b.weight.get()))
+            .collect();
+        if !weights.is_empty() {
+            let split = Split::new(&weights, route.sticky.as_ref().map(|s| s.get()));
+            let pick = split.pick(&HeaderMap::new());
+            assert!(pick.index < weights.len());
+            assert!(weights[pick.index].1 > 0, "picked a backend of weight 0");
+        }
+    }
+}
+
 /// What `App::build` makes from a config, without sockets or files.
 fn check_builds(config: &Config) {
     let identity = config.identity();
@@ -130,7 +159,20 @@ fn check_builds(config: &Config) {
         }
     }
     if let Some(outbound) = &config.outbound {
-        let _ = RouteTable::build(outbound, &config.namespace);
+        let services: Vec<(&str, &str)> = outbound
+            .services
+            .iter()
+            .map(|(name, dst)| {
+                let ns = dst.namespace.as_deref().unwrap_or(&config.namespace);
+                (name.as_str(), ns)
+            })
+            .collect();
+        let _ = RouteTable::build(&outbound.routes, &services);
+        check_routes(&outbound.routes);
+        if let Some(gateway) = &config.gateway {
+            let _ = RouteTable::build(&gateway.routes, &[]);
+            check_routes(&gateway.routes);
+        }
         for (name, dst) in &outbound.services {
             expected_identity(config, name, dst)
                 .unwrap_or_else(|e| panic!("{name}: no identity: {e}"));

@@ -1,66 +1,94 @@
-//! `outbound::route`: a request's authority (`Target::parse`, `Target::of`)
-//! and path to a destination (`RouteTable::find`), checked against the
-//! rules as documented:
+//! `routing`: a request's authority (`Target::parse`, `Target::of`) and
+//! path to a route (`RouteTable::find`), checked against the rules as
+//! documented:
 //!
-//! - routes for the request's host first (port-specific before any-port,
-//!   then the longest path prefix, then config order), then the service
-//!   names (`NAME`, `NAME.NS`, `NAME.NS.svc`, `NAME.NS.svc.cluster.local`),
-//!   then routes for any host (`*`), in the same order;
-//! - a prefix matches whole segments.
+//! - routes for the request's host first (port-specific before any-port),
+//!   then the service names (`NAME`, `NAME.NS`, `NAME.NS.svc`,
+//!   `NAME.NS.svc.cluster.local`), then routes for any host (`*`);
+//! - among those, an exact path before a prefix or pattern, then the longer
+//!   path (a prefix's length, a pattern's literal segments), then config
+//!   order;
+//! - a prefix matches whole segments; a pattern's `*` is one non-empty
+//!   segment, a final `**` any rest;
+//! - a request without a host reaches only `*` routes for any port.
 //!
-//! Input: lines. `service NAME [NAMESPACE]` and `route HOST PREFIX SERVICE`
-//! build the table (`ns NAMESPACE` sets the default namespace); any other
-//! line is a request, `AUTHORITY [TARGET]`.
+//! Input: lines. `service NAME [NAMESPACE]`, `route HOST PREFIX SERVICE`,
+//! `exact HOST PATH SERVICE` and `pattern HOST PATTERN SERVICE` build the
+//! table (`ns NAMESPACE` sets the default namespace); any other line is a
+//! request, `AUTHORITY [TARGET]` (`*` as the authority: no host at all).
 
-use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 use http::Request;
 use http::uri::PathAndQuery;
 use pilotfish::authority::{ANY_HOST, parse_route_host};
-use pilotfish::config::{DestinationConfig, Located, OutboundConfig, RouteConfig};
-use pilotfish::outbound::route::{RouteMatch, RouteTable, Target};
+use pilotfish::config::{Located, MatchConfig, PathMatch, RouteConfig};
+use pilotfish::routing::{RouteRef, RouteTable, Target};
 
 use super::input::{from_yaml, lines, text};
 
 /// Checks one input.
 pub fn run(data: &[u8]) {
-    // Every field at its default (so the target follows the schema).
-    let mut outbound: OutboundConfig = from_yaml("{}");
+    let mut services: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut routes: Vec<RouteConfig> = Vec::new();
     let mut default_namespace = "default".to_owned();
     let mut requests = Vec::new();
     for line in lines(data).filter_map(text) {
         let words: Vec<&str> = line.split(' ').collect();
+        let mut route = |host: &str, path: Option<PathMatch>, prefix: &str, service: &str| {
+            // Every other field at its default (so the target follows the
+            // schema).
+            let mut route: RouteConfig = from_yaml("{ host: h, service: s }");
+            route.host = Located::new(host.to_owned());
+            route.path_prefix = prefix.to_owned();
+            route.service = Some(Located::new(service.to_owned()));
+            if let Some(path) = path {
+                route.matches = vec![Located::new(MatchConfig {
+                    path: Some(path),
+                    ..MatchConfig::default()
+                })];
+            }
+            routes.push(route);
+        };
         match words.as_slice() {
             ["service", name, rest @ ..] if rest.len() <= 1 => {
-                let dst = DestinationConfig {
-                    namespace: rest.first().map(|ns| (*ns).to_owned()),
-                    ..DestinationConfig::default()
-                };
-                outbound
-                    .services
-                    .insert((*name).to_owned(), Located::new(dst));
+                let ns = rest.first().map(|ns| (*ns).to_owned());
+                services.insert((*name).to_owned(), ns);
             }
-            ["route", host, prefix, service] => {
-                let mut route: RouteConfig = from_yaml("{ host: h, service: s }");
-                route.host = Located::new((*host).to_owned());
-                route.path_prefix = (*prefix).to_owned();
-                route.service = Some(Located::new((*service).to_owned()));
-                outbound.routes.push(route);
-            }
+            ["route", host, prefix, service] => route(host, None, prefix, service),
+            ["exact", host, path, service] => route(
+                host,
+                Some(PathMatch::Exact((*path).to_owned())),
+                "/",
+                service,
+            ),
+            ["pattern", host, pattern, service] => route(
+                host,
+                Some(PathMatch::Pattern((*pattern).to_owned())),
+                "/",
+                service,
+            ),
             ["ns", ns] => default_namespace = (*ns).to_owned(),
             [authority] => requests.push((*authority, "/")),
             [authority, target] => requests.push((*authority, *target)),
             _ => {}
         }
     }
-    let table = RouteTable::build(&outbound, &default_namespace);
+    let named: Vec<(&str, &str)> = services
+        .iter()
+        .map(|(name, ns)| (name.as_str(), ns.as_deref().unwrap_or(&default_namespace)))
+        .collect();
+    let table = RouteTable::build(&routes, &named);
     for (authority, target) in requests {
-        check_route_host(authority);
-        let Some(parsed) = check_target(authority) else {
-            continue;
+        let parsed = if authority == "*" {
+            None
+        } else {
+            check_route_host(authority);
+            match check_target(authority) {
+                Some(parsed) => Some(parsed),
+                None => continue,
+            }
         };
-        // The path as the outbound side hands it over: a request target's
-        // path, normalized.
         // Origin form, as a server accepts it.
         let Ok(pq) = PathAndQuery::try_from(target) else {
             continue;
@@ -68,13 +96,21 @@ pub fn run(data: &[u8]) {
         if !target.starts_with('/') {
             continue;
         }
+        // The path as the outbound side hands it over: normalized.
         let Some(path) = pilotfish::http::path::normalize(pq.path()) else {
             continue; // refused with 400 before routing
         };
-        let found = table.find(&parsed, &path);
-        let want = model(&outbound, &default_namespace, &parsed, &path);
+        let Ok(req) = Request::get(path.as_ref()).body(()) else {
+            continue;
+        };
+        let found = table
+            .find(parsed.as_ref(), &req)
+            .map(|m| (m.to, m.prefix.map(str::to_owned)));
+        let want = model(&routes, &named, parsed.as_ref(), &path);
         assert_eq!(found, want, "{authority} {path}");
-        check_request(authority, pq.as_str(), &parsed);
+        if let Some(parsed) = &parsed {
+            check_request(authority, pq.as_str(), parsed);
+        }
     }
 }
 
@@ -131,74 +167,140 @@ fn check_request(authority: &str, target: &str, parsed: &Target<'_>) {
     }
 }
 
-/// One candidate, as the documentation orders them.
-struct Candidate {
-    port: Option<u16>,
-    prefix: String,
-    found: RouteMatch,
+/// How a candidate's path matches, as the documentation says.
+enum Rule {
+    Exact(String),
+    Prefix(String),
+    /// Segments (`*` or literal) and whether a final `**` takes any rest.
+    Pattern(Vec<String>, bool),
 }
 
-/// What the documented rules say `find` returns.
+impl Rule {
+    fn of(route: &RouteConfig) -> Option<Self> {
+        Some(match route.matches.first().and_then(|m| m.path.as_ref()) {
+            None => Self::Prefix(route.path_prefix.clone()),
+            Some(PathMatch::Exact(p)) => Self::Exact(p.clone()),
+            Some(PathMatch::Prefix(p)) => Self::Prefix(p.clone()),
+            Some(pattern @ PathMatch::Pattern(p)) => {
+                // What validation refuses is never matched.
+                pattern.check().ok()?;
+                let mut segments: Vec<String> = p[1..]
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let rest = segments.last().is_some_and(|s| s == "**");
+                if rest {
+                    segments.pop();
+                }
+                Self::Pattern(segments, rest)
+            }
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => p == path,
+            Self::Prefix(p) => whole_segments(p, path),
+            Self::Pattern(segments, rest) => {
+                let got: Vec<&str> = if path == "/" {
+                    Vec::new()
+                } else {
+                    path[1..].split('/').collect()
+                };
+                let fits = if *rest {
+                    got.len() >= segments.len()
+                } else {
+                    got.len() == segments.len()
+                };
+                fits && segments.iter().zip(&got).all(|(want, got)| {
+                    if want == "*" {
+                        !got.is_empty()
+                    } else {
+                        want == got
+                    }
+                })
+            }
+        }
+    }
+
+    /// Higher ranks first: an exact path, then the longer path.
+    fn rank(&self) -> (bool, usize) {
+        match self {
+            Self::Exact(p) => (true, p.len()),
+            Self::Prefix(p) => (false, p.trim_end_matches('/').len()),
+            Self::Pattern(segments, _) => (
+                false,
+                segments
+                    .iter()
+                    .filter(|s| *s != "*")
+                    .map(|s| 1 + s.len())
+                    .sum(),
+            ),
+        }
+    }
+}
+
+/// What the documented rules say `find` returns: the route and the prefix
+/// it matched by.
 fn model(
-    outbound: &OutboundConfig,
-    default_namespace: &str,
-    target: &Target<'_>,
+    routes: &[RouteConfig],
+    services: &[(&str, &str)],
+    target: Option<&Target<'_>>,
     path: &str,
-) -> Option<RouteMatch> {
-    let index = |name: &str| outbound.services.keys().position(|k| k == name);
-    let explicit = |any: bool| {
-        let mut candidates: Vec<Candidate> = outbound
-            .routes
+) -> Option<(RouteRef, Option<String>)> {
+    let port = target.and_then(|t| t.port);
+    // The best matching route for host `wanted`, by the documented order.
+    let best = |wanted: &str| {
+        routes
             .iter()
             .enumerate()
             .filter_map(|(i, route)| {
-                let (host, port) = parse_route_host(&route.host).ok()?;
-                let destination = index(route.service.as_ref()?)?;
-                let wanted = if any {
-                    host == ANY_HOST
-                } else {
-                    host != ANY_HOST && host == target.host
+                let (host, route_port) = parse_route_host(&route.host).ok()?;
+                let known = route
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| services.iter().any(|(n, _)| *n == s.as_str()));
+                if host != wanted || !(known || services.is_empty()) {
+                    return None;
+                }
+                let rule = Rule::of(route)?;
+                let port_ok = match route_port {
+                    None => true,
+                    Some(p) => target.is_some() && port == Some(p),
                 };
-                wanted.then(|| Candidate {
-                    port,
-                    prefix: route.path_prefix.clone(),
-                    found: RouteMatch {
-                        destination,
-                        route: Some(i),
-                    },
-                })
+                (port_ok && rule.matches(path)).then_some((route_port.is_some(), rule, i))
             })
-            .collect();
-        candidates.sort_by_key(|c| (c.port.is_none(), Reverse(c.prefix.len())));
-        candidates
+            .max_by(|(a_port, a, a_i), (b_port, b, b_i)| {
+                (a_port, a.rank())
+                    .cmp(&(b_port, b.rank()))
+                    .then(b_i.cmp(a_i))
+            })
+            .map(|(_, rule, i)| {
+                let prefix = match rule {
+                    Rule::Prefix(p) => Some(p),
+                    _ => None,
+                };
+                (RouteRef::Route(i), prefix)
+            })
     };
-    let mut for_host = explicit(false);
-    for (i, (name, dst)) in outbound.services.iter().enumerate() {
-        let ns = dst.namespace.as_deref().unwrap_or(default_namespace);
-        let names = [
-            name.clone(),
-            format!("{name}.{ns}"),
-            format!("{name}.{ns}.svc"),
-            format!("{name}.{ns}.svc.cluster.local"),
-        ];
-        if names.iter().any(|n| *n == target.host) {
-            for_host.push(Candidate {
-                port: None,
-                prefix: "/".to_owned(),
-                found: RouteMatch {
-                    destination: i,
-                    route: None,
-                },
-            });
+    if let Some(target) = target {
+        if let Some(found) = best(&target.host) {
+            return Some(found);
+        }
+        for (i, (name, ns)) in services.iter().enumerate() {
+            let names = [
+                (*name).to_owned(),
+                format!("{name}.{ns}"),
+                format!("{name}.{ns}.svc"),
+                format!("{name}.{ns}.svc.cluster.local"),
+            ];
+            if names.iter().any(|n| *n == target.host) {
+                return Some((RouteRef::Service(i), Some("/".to_owned())));
+            }
         }
     }
-    let matches = |c: &&Candidate| {
-        (c.port.is_none() || c.port == target.port) && whole_segments(&c.prefix, path)
-    };
-    if let Some(c) = for_host.iter().find(matches) {
-        return Some(c.found);
-    }
-    explicit(true).iter().find(matches).map(|c| c.found)
+    best(ANY_HOST)
 }
 
 /// `/users` matches `/users`, `/users/` and `/users/7`, not `/usersx`.

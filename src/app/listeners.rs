@@ -1,4 +1,5 @@
-//! The three listeners (admin, inbound, outbound) and their accept loops.
+//! The listeners (admin, inbound, outbound, opaque destinations, the
+//! gateway's two) and their accept loops.
 //! Binding is separate from starting, so that start-up and config reloads
 //! bind every new address first and give up cleanly if one is taken.
 
@@ -27,6 +28,10 @@ pub enum Role {
     Outbound,
     /// Raw TCP from the app for an opaque destination (its `listen`).
     Opaque,
+    /// Plain HTTP from clients outside the mesh.
+    Gateway,
+    /// HTTPS from clients outside the mesh.
+    GatewayTls,
 }
 
 impl Role {
@@ -37,6 +42,8 @@ impl Role {
             Self::Inbound => "inbound",
             Self::Outbound => "outbound",
             Self::Opaque => "opaque",
+            Self::Gateway => "gateway",
+            Self::GatewayTls => "gateway-tls",
         }
     }
 }
@@ -136,6 +143,13 @@ impl Listeners {
                     ctx.watch.clone(),
                     ctx.connections.for_listener(role.name()),
                 )),
+                Role::Gateway | Role::GatewayTls => tokio::spawn(serve::accept_gateway(
+                    listener,
+                    role == Role::GatewayTls,
+                    ctx.live.clone(),
+                    ctx.watch.clone(),
+                    ctx.connections.for_listener(role.name()),
+                )),
                 Role::Opaque => tokio::spawn(serve::accept_opaque(
                     listener,
                     configured,
@@ -181,6 +195,14 @@ fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
             if let Some(listen) = &dst.listen {
                 wanted.push((Role::Opaque, *listen.get()));
             }
+        }
+    }
+    if let Some(gateway) = &config.gateway {
+        if let Some(listen) = &gateway.listen {
+            wanted.push((Role::Gateway, *listen.get()));
+        }
+        if let Some(tls) = &gateway.tls {
+            wanted.push((Role::GatewayTls, *tls.listen.get()));
         }
     }
     wanted

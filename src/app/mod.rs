@@ -106,7 +106,11 @@ impl App {
 
         // The admin port keeps answering (/ready says "draining") until exit.
         self.admin.set_phase(Phase::Draining);
-        listeners.stop(&[Role::Inbound]).await;
+        // Clients from outside stop with the mesh's: both reach this
+        // process from elsewhere, which readiness now steers away.
+        listeners
+            .stop(&[Role::Inbound, Role::Gateway, Role::GatewayTls])
+            .await;
         // The app may still be finishing requests that call out: its calls
         // go on being taken until it is gone (or the grace ends, or a
         // second signal says to hurry).

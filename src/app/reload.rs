@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::listeners::{Context, Listeners};
 use super::state::{ProxyState, load_credentials};
-use crate::config::{self, Config};
+use crate::config;
 use crate::metrics::Metrics;
 use crate::telemetry::LogControl;
 use crate::tls::{self, Credentials};
@@ -39,6 +39,7 @@ pub struct Reloader {
     config_digest: Option<u64>,
     rejected_config: Option<u64>,
     rejected_creds: Option<u64>,
+    rejected_gateway: Option<u64>,
     /// Since when the certificate files could not be read, and whether
     /// that was reported.
     unreadable: Option<(Instant, bool)>,
@@ -63,6 +64,7 @@ impl Reloader {
             config_digest,
             rejected_config: None,
             rejected_creds: None,
+            rejected_gateway: None,
             unreadable: None,
             last_expiry_warning: None,
         }
@@ -79,7 +81,7 @@ impl Reloader {
     ) {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut watcher = FileWatcher::new(self.watched(&ctx.live.load().config));
+        let mut watcher = FileWatcher::new(self.watched(ctx));
         let mut shutdown = std::pin::pin!(shutdown);
         self.check_expiry(ctx);
         loop {
@@ -94,21 +96,51 @@ impl Reloader {
             };
             self.reload_config(listeners, ctx, forced).await;
             self.reload_credentials(ctx);
+            self.reload_gateway_files(ctx);
             self.check_expiry(ctx);
-            let wanted = self.watched(&ctx.live.load().config);
+            let wanted = self.watched(ctx);
             if wanted != watcher.paths() {
                 watcher = FileWatcher::new(wanted);
             }
         }
     }
 
-    /// The config file and the certificate files.
-    fn watched(&self, config: &Config) -> Vec<PathBuf> {
+    /// The config file, the certificate files, and the gateway's
+    /// certificate and token key files.
+    fn watched(&self, ctx: &Context) -> Vec<PathBuf> {
+        let state = ctx.live.load();
         let mut paths: Vec<PathBuf> = self.config_path.iter().cloned().collect();
-        if let Some(tls) = &config.tls {
+        if let Some(tls) = &state.config.tls {
             paths.extend([tls.ca.get(), tls.cert.get(), tls.key.get()].map(Clone::clone));
         }
+        if let Some(gateway) = &state.gateway {
+            paths.extend(gateway.files());
+        }
         paths
+    }
+
+    /// Puts the gateway's changed certificate and token key files in force
+    /// if they load; else the ones in force stay.
+    fn reload_gateway_files(&mut self, ctx: &Context) {
+        let Some(gateway) = ctx.live.gateway() else {
+            return;
+        };
+        match gateway.reload_files() {
+            Ok(true) => self.metrics.reloads.reload("gateway", true),
+            Ok(false) => {}
+            Err(e) => {
+                // Refused once per change: the digest in force stays, so
+                // each look tries again; log at most once per content.
+                let digest = gateway.files_digest();
+                if digest != self.rejected_gateway {
+                    error!(
+                        "new gateway certificate or token keys refused, the ones in force stay: {e}"
+                    );
+                    self.metrics.reloads.reload("gateway", false);
+                    self.rejected_gateway = digest;
+                }
+            }
+        }
     }
 
     /// Loads, checks and applies the config file if it changed (or if

@@ -90,6 +90,84 @@ pub async fn accept_opaque(
     .await;
 }
 
+/// Accepts clients of the gateway's plain HTTP (`tls` false) or HTTPS
+/// listener, up to the gateway's `max_connections` for each.
+pub async fn accept_gateway(
+    listener: TcpListener,
+    tls: bool,
+    live: Live,
+    watch: drain::Watch,
+    counters: ListenerCounters,
+) {
+    let name = if tls { "gateway-tls" } else { "gateway" };
+    accept_loop(&listener, name, |tcp, addr| {
+        let cap = live.gateway().map_or(usize::MAX, |g| g.max_connections());
+        if !admit(&counters, cap, name) {
+            return;
+        }
+        let tcp = Metered::new(tcp, counters.clone());
+        tokio::spawn(serve_gateway(tcp, addr, tls, live.clone(), watch.clone()));
+    })
+    .await;
+}
+
+/// A client of the gateway: the TLS handshake on the HTTPS listener, then
+/// HTTP/1.1 or HTTP/2 (by ALPN, or by the first bytes on plain HTTP).
+async fn serve_gateway(
+    tcp: Metered<TcpStream>,
+    addr: SocketAddr,
+    tls: bool,
+    live: Live,
+    watch: drain::Watch,
+) {
+    tune(tcp.get_ref());
+    let Some(gateway) = live.gateway() else {
+        return;
+    };
+    let timeouts = gateway.timeouts();
+    let activity = Activity::new();
+    let requests = activity.clone();
+    let lend = watch.clone();
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let in_flight = requests.begin();
+        lend_for_tunnel(&mut req, &lend);
+        let current = live.gateway();
+        Box::pin(async move {
+            let connect = req.method() == http::Method::CONNECT;
+            let response = match current {
+                Some(gateway) => gateway.handle(req, addr, tls).await,
+                None => not_serving(Direction::Gateway, &req),
+            };
+            switched(&response, connect, &in_flight);
+            Ok::<_, Infallible>(lifetime::until_sent(
+                response,
+                in_flight,
+                timeouts.body_idle,
+            ))
+        })
+    });
+    let served = if tls {
+        let Some(stream) = gateway.handshake(tcp, addr).await else {
+            return;
+        };
+        let http2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+        let io = HeadDeadline::new(stream, activity.clone(), timeouts.header_read, Some(http2));
+        let connection = gateway
+            .http()
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        lifetime::supervise(connection, &activity, timeouts, watch).await
+    } else {
+        let io = HeadDeadline::new(tcp, activity.clone(), timeouts.header_read, None);
+        let connection = gateway
+            .http()
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        lifetime::supervise(connection, &activity, timeouts, watch).await
+    };
+    if let Err(e) = served {
+        debug!(peer = %addr, error = %e, "gateway connection ended with an error");
+    }
+}
+
 /// An app connection: HTTP, unless it was captured on its way elsewhere
 /// and its first bytes (or its port) say otherwise, when it is carried
 /// as it is.

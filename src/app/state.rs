@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::admin::StateView;
 use crate::build::BuildError;
 use crate::config::{Config, TlsConfig};
+use crate::gateway::Gateway;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::observe::Observer;
@@ -32,6 +33,8 @@ pub struct ProxyState {
     pub inbound: Option<Arc<Inbound>>,
     /// App -> mesh, if configured.
     pub outbound: Option<Arc<Outbound>>,
+    /// Clients from outside -> mesh, if configured.
+    pub gateway: Option<Arc<Gateway>>,
     /// Ids, spans and access logs, for both sides.
     pub observer: Arc<Observer>,
     /// Rate limits, for both sides.
@@ -92,12 +95,26 @@ impl ProxyState {
             )?)),
             None => None,
         };
+        let gateway = match (&config.gateway, &outbound) {
+            (Some(gateway), Some(outbound)) => Some(Arc::new(Gateway::build(
+                &config,
+                gateway,
+                outbound,
+                metrics,
+                previous.and_then(|p| p.gateway.as_deref()),
+            )?)),
+            (Some(_), None) => {
+                return Err(BuildError::config("`gateway:` needs `outbound.services`"));
+            }
+            (None, _) => None,
+        };
         Ok(Self {
             config: Arc::new(config),
             loaded_at,
             creds,
             inbound,
             outbound,
+            gateway,
             observer,
             rate_limits,
         })
@@ -170,6 +187,11 @@ impl Live {
     /// The outbound side in force.
     pub fn outbound(&self) -> Option<Arc<Outbound>> {
         self.0.load().outbound.clone()
+    }
+
+    /// The gateway in force.
+    pub fn gateway(&self) -> Option<Arc<Gateway>> {
+        self.0.load().gateway.clone()
     }
 
     /// Puts `state` in force for new requests.

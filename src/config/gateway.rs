@@ -22,8 +22,8 @@ pub struct GatewayConfig {
     /// HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<GatewayTlsConfig>,
-    /// Most client connections held, both listeners together (default
-    /// 10000); one more is closed at accept and counted.
+    /// Most client connections each listener holds (default 10000); one
+    /// more is closed at accept and counted.
     #[serde(default = "super::defaults::max_client_connections")]
     pub max_connections: Located<usize>,
     /// Proxies in front of the gateway that append to `X-Forwarded-For`
@@ -109,6 +109,14 @@ pub enum JwtKeySource {
 impl JwtKeySource {
     /// The file the keys are read from, if they are in one.
     pub fn file(&self) -> Option<&PathBuf> {
+        match self {
+            Self::Pem(path) | Self::SecretFile(path) | Self::JwksFile(path) => Some(path),
+            Self::JwksUrl(_) => None,
+        }
+    }
+
+    /// The file, to change it (relative paths are made the config's).
+    pub fn file_mut(&mut self) -> Option<&mut PathBuf> {
         match self {
             Self::Pem(path) | Self::SecretFile(path) | Self::JwksFile(path) => Some(path),
             Self::JwksUrl(_) => None,

@@ -150,18 +150,37 @@ pub fn check_files(paths: &[PathBuf], check: FileCheck) -> CheckReport {
     report
 }
 
-/// Makes relative certificate paths relative to the config file's folder,
-/// so a config and its certificates can move together.
+/// Makes relative certificate and key paths relative to the config file's
+/// folder, so a config and its files can move together.
 fn resolve_paths(config: &mut Config, base: &Path) {
-    let Some(tls) = &mut config.tls else {
-        return;
-    };
-    for path in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+    let resolve = |path: &mut super::Located<std::path::PathBuf>| {
         if path.is_relative() {
             let position = path.position();
             let joined = base.join(path.get());
             *path = super::Located::at(joined, position);
         }
+    };
+    if let Some(tls) = &mut config.tls {
+        for path in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+            resolve(path);
+        }
+    }
+    let Some(gateway) = &mut config.gateway else {
+        return;
+    };
+    if let Some(tls) = &mut gateway.tls {
+        resolve(&mut tls.cert);
+        resolve(&mut tls.key);
+    }
+    for source in gateway.jwt.iter_mut().flat_map(|jwt| jwt.keys.iter_mut()) {
+        let position = source.position();
+        let mut value = source.get().clone();
+        if let Some(path) = value.file_mut() {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        *source = super::Located::at(value, position);
     }
 }
 

@@ -12,18 +12,24 @@ use super::{CallerPattern, HumanDuration, Located};
 pub struct RateLimitConfig {
     /// The limit's name: in metrics, logs and the `RateLimit` headers.
     pub name: Located<String>,
-    /// `inbound` (callers of this service) or `outbound` (this app's calls).
+    /// `inbound` (callers of this service), `outbound` (this app's calls)
+    /// or `gateway` (clients of the edge gateway).
     pub direction: Located<LimitDirection>,
-    /// Outbound: only requests to this destination (default: all).
+    /// Outbound and gateway: only requests to this destination (default:
+    /// all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Located<String>>,
-    /// Outbound: only requests on this route (its `name`; default: all).
+    /// Outbound and gateway: only requests on this route (its `name`;
+    /// default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<Located<String>>,
     /// Whose bucket a request takes from: `none` (one bucket for all, the
     /// default), `caller` (the calling workload's identity; inbound),
-    /// `client-address` (the client's IP), or `{ header: NAME }` (the
-    /// value of a request header; requests without it share one bucket).
+    /// `client-address` (the client's IP; at the gateway, as
+    /// `trusted_hops` tells it), `{ header: NAME }` (the value of a request
+    /// header, such as an API key; requests without it share one bucket),
+    /// or `{ claim: NAME }` (gateway: a claim of the verified token, such as
+    /// `sub`; requests without a token share one bucket).
     #[serde(default)]
     pub key: Located<LimitKey>,
     /// Requests per second, the bucket's refill rate.
@@ -57,6 +63,8 @@ pub enum LimitDirection {
     Inbound,
     /// Requests from the app, before they leave for a destination.
     Outbound,
+    /// Requests from the gateway's clients, after their token is checked.
+    Gateway,
 }
 
 /// Whose bucket a request takes from.
@@ -72,6 +80,8 @@ pub enum LimitKey {
     ClientAddress,
     /// A request header's value.
     Header(String),
+    /// A claim of the verified token (gateway).
+    Claim(String),
 }
 
 /// A key with its own rate.
@@ -81,7 +91,8 @@ pub struct LimitOverride {
     /// For `key: caller`: which callers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<CallerPattern>,
-    /// For `key: { header: ... }`: the header's value.
+    /// For `key: { header: ... }`, `key: { claim: ... }` and
+    /// `key: client-address`: the key's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Their rate.

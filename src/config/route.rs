@@ -167,6 +167,52 @@ pub enum PathMatch {
     Pattern(String),
 }
 
+impl PathMatch {
+    /// The path as written.
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Exact(p) | Self::Prefix(p) | Self::Pattern(p) => p,
+        }
+    }
+
+    /// Checks the form: a path starting with `/`; a pattern's segments
+    /// non-empty, each literal or `*`, with `**` only last.
+    pub fn check(&self) -> Result<(), String> {
+        let text = self.text();
+        let Some(body) = text.strip_prefix('/') else {
+            return Err(format!("path {text:?} must start with '/'"));
+        };
+        let Self::Pattern(_) = self else {
+            return Ok(());
+        };
+        if body.is_empty() {
+            return Ok(());
+        }
+        let segments: Vec<&str> = body.split('/').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let ok = match *segment {
+                "" => false,
+                "*" => true,
+                "**" => i + 1 == segments.len(),
+                literal => !literal.contains('*'),
+            };
+            if !ok {
+                return Err(format!(
+                    "pattern {text:?}: segment {segment:?}: each segment is a literal \
+                     (no '*' inside), '*' (one segment) or, last, '**' (any rest); \
+                     no empty segments"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether it matches by prefix (what `replace_prefix_match` replaces).
+    pub fn is_prefix(&self) -> bool {
+        matches!(self, Self::Prefix(_))
+    }
+}
+
 /// One of several services a route sends to.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

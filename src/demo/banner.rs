@@ -1,15 +1,55 @@
 //! What `pilotfish demo` prints once the mesh is up: a table of what runs
 //! where, and commands to paste. The first line that starts with `curl `
-//! is the main example (the integration test runs it).
+//! is the main example (the integration test runs it), the first with
+//! `Authorization: Bearer` the gateway's (so does it).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::plan::{Events, Mesh, Node};
 
+/// How the printed lines make a demo token: `EXE token --key KEY`.
+#[derive(Debug, Clone, Copy)]
+pub struct Token<'a> {
+    /// This pilotfish executable.
+    pub exe: &'a Path,
+    /// The demo's signing key.
+    pub key: &'a Path,
+}
+
+impl Token<'_> {
+    /// The shell command that prints a token for `sub` with these args.
+    fn command(&self, args: &str) -> String {
+        format!(
+            "{} token --key {} {args}",
+            shell_quote(self.exe),
+            shell_quote(self.key)
+        )
+    }
+}
+
+/// `path` as one shell word: as it is when it holds only characters no
+/// shell treats specially, else in single quotes.
+fn shell_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,".contains(c));
+    if plain && !text.is_empty() {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
 /// The text shown once the mesh is up. `identity` gives each workload's
 /// SPIFFE id.
-pub fn render(mesh: &Mesh, identity: impl Fn(&str) -> String, dir: &Path) -> String {
+pub fn render(
+    mesh: &Mesh,
+    identity: impl Fn(&str) -> String,
+    dir: &Path,
+    token: &Token<'_>,
+) -> String {
     let mut out = String::new();
     let addr =
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
@@ -33,6 +73,7 @@ pub fn render(mesh: &Mesh, identity: impl Fn(&str) -> String, dir: &Path) -> Str
     }
     if let Some(client) = mesh.node("client") {
         examples(&mut out, mesh, client);
+        gateway(&mut out, mesh, token);
         events(&mut out, mesh, client);
     }
     let logs = dir.join("logs");
@@ -78,6 +119,27 @@ fn examples(out: &mut String, mesh: &Mesh, client: &Node) {
             orders.admin
         );
     }
+}
+
+/// The way in from outside: the gateway, with a demo token and without.
+fn gateway(out: &mut String, mesh: &Mesh, token: &Token<'_>) {
+    let Some(entry) = mesh.gateway().and_then(|g| g.gateway) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nThe way in for clients outside the mesh: the gateway on {entry} checks a token\n\
+         (signed with the demo key {key}, made by `pilotfish token`), then calls orders over\n\
+         mTLS as `gateway`; the orders app shows who called (x-user-id, x-user-roles):\n\
+         curl -s -H \"Authorization: Bearer $({alice})\" http://{entry}/orders/42\n\
+         \n\
+         Without a token: 401. users is for the admin role only (403 without it):\n\
+         curl -s -i http://{entry}/orders/42\n\
+         curl -s -i -H \"Authorization: Bearer $({bob})\" http://{entry}/users/7",
+        key = token.key.display(),
+        alice = token.command("--sub alice --roles admin"),
+        bob = token.command("--sub bob"),
+    );
 }
 
 /// The asynchronous path: what runs where, and the commands that show it.
@@ -128,11 +190,51 @@ mod tests {
     }
 
     fn rendered(mesh: &Mesh) -> String {
+        let token = Token {
+            exe: Path::new("/opt/pf/pilotfish"),
+            key: Path::new("/tmp/d/jwt.key"),
+        };
         render(
             mesh,
             |name| format!("spiffe://td/{name}"),
             Path::new("/tmp/d"),
+            &token,
         )
+    }
+
+    #[test]
+    fn the_gateway_line_calls_orders_with_a_demo_token() {
+        let mesh = mesh(Events::Off("absent".to_owned()));
+        let text = rendered(&mesh);
+        let entry = mesh
+            .gateway()
+            .and_then(|g| g.gateway)
+            .map(|a| a.to_string());
+        let entry = entry.unwrap_or_default();
+        let line = text.lines().find(|l| l.contains("Authorization: Bearer"));
+        assert_eq!(
+            line,
+            Some(
+                format!(
+                    "curl -s -H \"Authorization: Bearer $(/opt/pf/pilotfish token --key /tmp/d/jwt.key \
+                     --sub alice --roles admin)\" http://{entry}/orders/42"
+                )
+                .as_str()
+            ),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == format!("curl -s -i http://{entry}/orders/42")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_shell_when_they_need_it() {
+        assert_eq!(shell_quote(Path::new("/a/b-c_d.e")), "/a/b-c_d.e");
+        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
+        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //!
 //! Three demo services (`users`, `orders`, `notifications`, see [`app`]),
 //! each with its own sidecar; an event broker (`events`: Debian's
-//! `redis-server`, see [`broker`]) with its own sidecar too; plus a
-//! `client` sidecar that stands for the user's own app so that a curl can
-//! enter the mesh:
+//! `redis-server`, see [`broker`]) with its own sidecar too; a `client`
+//! sidecar that stands for the user's own app so that a curl can enter the
+//! mesh; and an edge `gateway`, the way in for clients from outside, which
+//! checks their tokens (signed with a demo key, `pilotfish token`):
 //!
 //! ```text
 //! curl -> client sidecar ==mTLS==> orders sidecar -> orders app
+//! curl (Bearer token) -> gateway ==mTLS==> orders sidecar -> orders app (x-user-id)
 //!         orders app -> orders sidecar ==mTLS==> users sidecar -> users app
 //!                                      ==mTLS==> notifications sidecar -> notifications app
 //!         orders app (XADD) -> orders sidecar ==mTLS, raw TCP==> events sidecar -> redis-server
@@ -15,8 +17,9 @@
 //! ```
 //!
 //! In order: look for `redis-server` (without it the demo runs without its
-//! asynchronous path, and says so), plan the ports, make a CA and
-//! certificates, write one config per sidecar, start the broker, every app
+//! asynchronous path, and says so), plan the ports (the gateway on 8080
+//! when it is free), make a CA and certificates and the token signing key,
+//! write one config per sidecar and the gateway's, start the broker, every app
 //! and sidecar as child processes (this same executable), wait until all
 //! are ready, print what runs where, then wait for Ctrl-C (or SIGTERM) and
 //! stop the children. `DEMO_FAIL_RATE`, `DEMO_DELAY` and `DEMO_HANG` in the
@@ -40,7 +43,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use self::children::{Children, tail};
-use self::plan::{Beside, Events, Mesh, Node, TlsPaths};
+use self::plan::{Beside, Events, Files, Mesh, Node, TlsPaths};
 use self::ready::{Check, NotReady, Probe};
 use crate::certs::{self, Workload};
 
@@ -93,6 +96,12 @@ async fn run_mesh(args: DemoArgs) -> anyhow::Result<()> {
     let ports = plan::free_ports(Mesh::ports_needed(&events)).context("cannot find free ports")?;
     let mut mesh = Mesh::new(&ports, events).context("not enough free ports")?;
     mesh.otlp = args.otlp;
+    // The README's line names this port; when it is taken the gateway
+    // keeps the free one it was given, and the banner says which.
+    let wanted = std::net::SocketAddr::from(([127, 0, 0, 1], plan::GATEWAY_PORT));
+    if std::net::TcpListener::bind(wanted).is_ok() {
+        mesh.set_gateway_listen(wanted);
+    }
     let identities = write_files(&mesh, &dir)?;
     let mut children = Children::default();
     let result = start_and_watch(&mesh, &dir, &identities, &mut children, &mut signals).await;
@@ -122,31 +131,55 @@ fn prepare_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
-/// Writes the CA, one certificate per workload, and one config per
-/// sidecar; returns each workload's SPIFFE id.
+/// Writes the CA, one certificate per workload, the token signing key
+/// pair, and one config per sidecar; returns each workload's SPIFFE id.
 fn write_files(mesh: &Mesh, dir: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
     let certs_dir = dir.join("certs");
     let ca = certs::make_ca(&certs_dir, CERT_TTL, true).context("cannot make the demo CA")?;
+    let jwt_public = make_jwt_keys(dir)?;
     let mut identities = HashMap::new();
     for node in &mesh.nodes {
         let workload = Workload::new(node.name, "default", "cluster.local")?;
         let issued = certs::issue(&certs_dir, &workload, CERT_TTL, &certs_dir, true)
             .with_context(|| format!("cannot issue the certificate of {}", node.name))?;
-        let tls = TlsPaths {
-            ca: &ca.cert,
-            cert: &issued.cert,
-            key: &issued.key,
+        let files = Files {
+            tls: TlsPaths {
+                ca: &ca.cert,
+                cert: &issued.cert,
+                key: &issued.key,
+            },
+            jwt_public: &jwt_public,
         };
         let path = config_path(dir, node);
-        std::fs::write(&path, mesh.sidecar_config(node, &tls))
+        std::fs::write(&path, mesh.sidecar_config(node, &files))
             .with_context(|| format!("cannot write {}", path.display()))?;
         identities.insert(node.name, issued.identity.to_string());
     }
     Ok(identities)
 }
 
+/// Makes the key pair demo tokens are signed with (`DIR/jwt.key`, for
+/// `pilotfish token --key`) and checked with (`DIR/jwt.pub`, the
+/// gateway's); returns the public key's path. The key of an earlier demo
+/// in `dir` is kept, so tokens made for it stay good.
+fn make_jwt_keys(dir: &Path) -> anyhow::Result<PathBuf> {
+    let files = certs::make_jwt_keys(dir).context("cannot make the token signing key")?;
+    Ok(files.public)
+}
+
 fn config_path(dir: &Path, node: &Node) -> PathBuf {
-    dir.join(format!("{}-sidecar.yaml", node.name))
+    match node.beside {
+        Beside::Gateway => dir.join(format!("{}.yaml", node.name)),
+        _ => dir.join(format!("{}-sidecar.yaml", node.name)),
+    }
+}
+
+/// The name of a workload's Pilotfish process, for its log and messages.
+fn pilotfish_name(node: &Node) -> String {
+    match node.beside {
+        Beside::Gateway => node.name.to_owned(),
+        _ => format!("{}-sidecar", node.name),
+    }
 }
 
 async fn start_and_watch(
@@ -169,7 +202,13 @@ async fn start_and_watch(
         }
     }
     let identity = |name: &str| identities.get(name).cloned().unwrap_or_default();
-    print!("{}", banner::render(mesh, identity, dir));
+    let exe = std::env::current_exe().context("cannot find the pilotfish executable")?;
+    let token_key = dir.join("jwt.key");
+    let token = banner::Token {
+        exe: &exe,
+        key: &token_key,
+    };
+    print!("{}", banner::render(mesh, identity, dir, &token));
     let _ = std::io::stdout().flush();
     watch(children, signals).await
 }
@@ -183,26 +222,37 @@ fn spawn_all(mesh: &Mesh, dir: &Path, children: &mut Children) -> anyhow::Result
     let mut start = |name: String, program: &Path, args: Vec<OsString>, addr, check| {
         let log = logs.join(format!("{name}.log"));
         children.spawn(&name, program, &args, log.clone())?;
-        probes.push(Probe {
+        anyhow::Ok(Probe {
             child: name,
             log,
             addr,
             check,
-        });
-        anyhow::Ok(())
+        })
     };
     for node in &mesh.nodes {
         match (node.beside, node.app, &mesh.events) {
             (Beside::App, Some(app), _) => {
                 let name = format!("{}-app", node.name);
-                start(name, &exe, app_args(node, app), app, Check::Get("/health"))?;
+                probes.push(start(
+                    name,
+                    &exe,
+                    app_args(node, app),
+                    app,
+                    Check::Get("/health"),
+                )?);
             }
             (Beside::Broker, Some(addr), Events::On(program)) => {
                 let work = broker::dir(dir);
                 std::fs::create_dir_all(&work)
                     .with_context(|| format!("cannot create {}", work.display()))?;
                 let name = format!("{}-redis", node.name);
-                start(name, program, broker::args(addr, &work), addr, Check::Ping)?;
+                probes.push(start(
+                    name,
+                    program,
+                    broker::args(addr, &work),
+                    addr,
+                    Check::Ping,
+                )?);
             }
             _ => {}
         }
@@ -211,8 +261,22 @@ fn spawn_all(mesh: &Mesh, dir: &Path, children: &mut Children) -> anyhow::Result
             "--config".into(),
             config_path(dir, node).into(),
         ];
-        let name = format!("{}-sidecar", node.name);
-        start(name, &exe, args, node.admin, Check::Get("/ready"))?;
+        let ready = start(
+            pilotfish_name(node),
+            &exe,
+            args,
+            node.admin,
+            Check::Get("/ready"),
+        )?;
+        if let Some(gateway) = node.gateway {
+            // The way in for clients answers too (its public route).
+            probes.push(Probe {
+                addr: gateway,
+                check: Check::Get("/healthz"),
+                ..ready.clone()
+            });
+        }
+        probes.push(ready);
     }
     Ok(probes)
 }

@@ -15,6 +15,10 @@ pub enum Beside {
     Broker,
     /// Nothing: `client` stands for the user's own app, their curl.
     Nothing,
+    /// Nothing either: this Pilotfish is the mesh's edge gateway, the way
+    /// in for clients from outside (a `gateway:` listener, tokens checked,
+    /// routes to the services).
+    Gateway,
 }
 
 /// One workload of the demo: a service and its sidecar.
@@ -30,7 +34,7 @@ struct Spec {
 /// The demo's workloads, in start order (the broker first, so that it is
 /// up when its clients are). Every one with something beside it accepts
 /// mesh traffic.
-const SPECS: [Spec; 5] = [
+const SPECS: [Spec; 6] = [
     Spec {
         name: "events",
         beside: Beside::Broker,
@@ -56,7 +60,21 @@ const SPECS: [Spec; 5] = [
         beside: Beside::Nothing,
         calls: &["orders", "users", "notifications"],
     },
+    Spec {
+        name: "gateway",
+        beside: Beside::Gateway,
+        calls: &["orders", "users"],
+    },
 ];
+
+/// The port the gateway listens on when it is free (the README's line
+/// names it); another free port otherwise.
+pub const GATEWAY_PORT: u16 = 8080;
+
+/// What the demo gateway expects of tokens; `pilotfish token`'s defaults.
+pub const JWT_ISSUER: &str = "https://pilotfish.demo";
+/// The audience demo tokens are for.
+pub const JWT_AUDIENCE: &str = "demo";
 
 /// Whether the demo has its asynchronous path: orders publishes an event
 /// to the `events` broker, notifications consumes it.
@@ -84,6 +102,8 @@ pub struct Node {
     /// Where the app reaches the broker, if it uses it: a local address
     /// of its own sidecar (an opaque destination's `listen`).
     pub broker: Option<SocketAddr>,
+    /// The gateway's plain HTTP listener, on the gateway alone.
+    pub gateway: Option<SocketAddr>,
     /// The sidecar's admin listener.
     pub admin: SocketAddr,
     /// Services reachable through the sidecar (those in this mesh).
@@ -99,6 +119,15 @@ pub struct TlsPaths<'a> {
     pub cert: &'a Path,
     /// Its key.
     pub key: &'a Path,
+}
+
+/// The files a config names besides its certificates.
+#[derive(Debug, Clone)]
+pub struct Files<'a> {
+    /// The certificates.
+    pub tls: TlsPaths<'a>,
+    /// The public key demo tokens are verified with (the gateway's).
+    pub jwt_public: &'a Path,
 }
 
 /// The whole demo mesh.
@@ -141,6 +170,37 @@ fn specs(events: &Events) -> impl Iterator<Item = (Spec, Vec<&'static str>)> + '
     })
 }
 
+/// Whether a workload has an app (or the broker) beside its sidecar, and
+/// so accepts mesh traffic.
+fn has_app(beside: Beside) -> bool {
+    matches!(beside, Beside::App | Beside::Broker)
+}
+
+/// A path as a quoted YAML string, so any folder name is safe.
+fn quote(path: &Path) -> String {
+    serde_json::Value::from(path.to_string_lossy()).to_string()
+}
+
+/// `gateway:` of the demo's edge gateway: plain HTTP, tokens signed by
+/// the demo key (`pilotfish token`), a public health route, orders for
+/// any signed-in user, users for admins only.
+fn gateway_config(listen: SocketAddr, jwt_public: &Path) -> String {
+    format!(
+        "gateway:\n  \
+         listen: {listen}   # plain HTTP from clients outside the mesh\n  \
+         jwt:\n    \
+         issuer: {JWT_ISSUER}\n    \
+         audiences: [{JWT_AUDIENCE}]\n    \
+         keys: [{{ pem: {key} }}]   # `pilotfish token --key` signs with its private half\n  \
+         routes:\n    \
+         - {{ name: health, path_prefix: /healthz, auth: public, direct_response: {{ status: 200, body: \"ok\\n\" }} }}\n    \
+         # A valid token; the app gets x-user-id and x-user-roles from it.\n    \
+         - {{ name: orders, path_prefix: /orders, service: orders }}\n    \
+         - {{ name: users, path_prefix: /users, service: users, auth: {{ roles: [admin] }} }}\n",
+        key = quote(jwt_public),
+    )
+}
+
 /// Whether `calls` includes the broker.
 fn calls_broker(calls: &[&str]) -> bool {
     calls.iter().any(|c| {
@@ -155,7 +215,8 @@ impl Mesh {
     pub fn ports_needed(events: &Events) -> usize {
         specs(events)
             .map(|(spec, calls)| {
-                1 + 2 * usize::from(spec.beside != Beside::Nothing)
+                1 + 2 * usize::from(has_app(spec.beside))
+                    + usize::from(spec.beside == Beside::Gateway)
                     + usize::from(!calls.is_empty())
                     + usize::from(calls_broker(&calls))
             })
@@ -174,7 +235,7 @@ impl Mesh {
                     Some(None)
                 }
             };
-            let beside = spec.beside != Beside::Nothing;
+            let beside = has_app(spec.beside);
             nodes.push(Node {
                 name: spec.name,
                 beside: spec.beside,
@@ -182,6 +243,7 @@ impl Mesh {
                 inbound: maybe(beside)?,
                 outbound: maybe(!calls.is_empty())?,
                 broker: maybe(calls_broker(&calls))?,
+                gateway: maybe(spec.beside == Beside::Gateway)?,
                 admin: ports.next()?,
                 calls,
             });
@@ -191,6 +253,21 @@ impl Mesh {
             events,
             otlp: None,
         })
+    }
+
+    /// Moves the gateway's listener to `addr` (the well-known port, when
+    /// it is free).
+    pub fn set_gateway_listen(&mut self, addr: SocketAddr) {
+        for node in &mut self.nodes {
+            if node.gateway.is_some() {
+                node.gateway = Some(addr);
+            }
+        }
+    }
+
+    /// The edge gateway's workload.
+    pub fn gateway(&self) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.gateway.is_some())
     }
 
     /// The workload called `name`.
@@ -205,10 +282,14 @@ impl Mesh {
 
     /// The YAML config of `node`'s sidecar. Paths are written as quoted
     /// strings, so any folder name is safe.
-    pub fn sidecar_config(&self, node: &Node, tls: &TlsPaths<'_>) -> String {
-        let quote = |p: &Path| serde_json::Value::from(p.to_string_lossy()).to_string();
+    pub fn sidecar_config(&self, node: &Node, files: &Files<'_>) -> String {
+        let tls = &files.tls;
+        let what = match node.beside {
+            Beside::Gateway => "Edge gateway",
+            _ => "Sidecar",
+        };
         let mut yaml = format!(
-            "# Sidecar of `{name}` in the Pilotfish demo mesh, written by `pilotfish demo`.\n\
+            "# {what} of `{name}` in the Pilotfish demo mesh, written by `pilotfish demo`.\n\
              service: {name}\n\
              tls:\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n\
              admin:\n  listen: {admin}\n",
@@ -223,6 +304,9 @@ impl Mesh {
         }
         if let Some(listen) = node.outbound {
             yaml.push_str(&self.outbound_config(node, listen));
+        }
+        if let Some(listen) = node.gateway {
+            yaml.push_str(&gateway_config(listen, files.jwt_public));
         }
         // Short, so that on Ctrl-C every sidecar is gone well within the
         // demo's 10 s wait before SIGKILL.
@@ -261,7 +345,7 @@ impl Mesh {
                  from: [{callers}]\n        ports: [{port}]\n",
                 port = app.port(),
             ),
-            Beside::App | Beside::Nothing => format!(
+            Beside::App | Beside::Nothing | Beside::Gateway => format!(
                 "{head}  app: {app}      # the demo app\n  \
                  authorization:\n    rules:\n      - name: callers\n        from: [{callers}]\n"
             ),
@@ -316,7 +400,16 @@ mod tests {
             let mut addrs: Vec<SocketAddr> = mesh
                 .nodes
                 .iter()
-                .flat_map(|n| [n.app, n.inbound, n.outbound, n.broker, Some(n.admin)])
+                .flat_map(|n| {
+                    [
+                        n.app,
+                        n.inbound,
+                        n.outbound,
+                        n.broker,
+                        n.gateway,
+                        Some(n.admin),
+                    ]
+                })
                 .flatten()
                 .collect();
             assert_eq!(addrs.len(), needed);
@@ -332,7 +425,10 @@ mod tests {
         let mesh = mesh(Events::Off("absent".to_owned()));
         assert!(mesh.broker().is_none());
         let names: Vec<&str> = mesh.nodes.iter().map(|n| n.name).collect();
-        assert_eq!(names, ["users", "orders", "notifications", "client"]);
+        assert_eq!(
+            names,
+            ["users", "orders", "notifications", "client", "gateway"]
+        );
         assert!(mesh.nodes.iter().all(|n| n.broker.is_none()));
         assert!(mesh.nodes.iter().all(|n| !n.calls.contains(&"events")));
         // notifications calls nothing then, so it has no outbound listener.
@@ -354,12 +450,16 @@ mod tests {
         let dir = Path::new("/tmp/demo dir: with # odd 'chars'");
         let cert = dir.join(format!("{}.pem", node.name));
         let key = dir.join(format!("{}-key.pem", node.name));
-        let tls = TlsPaths {
-            ca: &dir.join("ca.pem"),
-            cert: &cert,
-            key: &key,
+        let jwt_public = dir.join("jwt.pub");
+        let files = Files {
+            tls: TlsPaths {
+                ca: &dir.join("ca.pem"),
+                cert: &cert,
+                key: &key,
+            },
+            jwt_public: &jwt_public,
         };
-        let yaml = mesh.sidecar_config(node, &tls);
+        let yaml = mesh.sidecar_config(node, &files);
         let parsed = config::parse_str(&yaml, Path::new("demo.yaml"));
         let parsed = parsed.unwrap_or_else(|e| panic!("{}:\n{e}\n{yaml}", node.name));
         let warnings = config::warnings(&parsed, Path::new("demo.yaml"));
@@ -396,6 +496,7 @@ mod tests {
             assert_eq!(opaque, expected, "{}", node.name);
             assert_eq!(rule_ports, expected, "{}", node.name);
         }
+        check_gateway(&parsed, node, &jwt_public);
         let services = parsed.outbound.map(|o| o.services).unwrap_or_default();
         assert_eq!(services.len(), node.calls.len());
         for (callee, dst) in services {
@@ -414,5 +515,34 @@ mod tests {
                 assert_eq!(dst.port.as_ref().map(|p| **p), port, "{callee}");
             }
         }
+    }
+
+    /// The gateway alone has `gateway:`: on its listener, tokens checked
+    /// with the demo key for the demo issuer and audience, a route per
+    /// service it calls (the inbound sides admit it), and a public health
+    /// route.
+    fn check_gateway(parsed: &config::Config, node: &Node, jwt_public: &Path) {
+        let Some(gateway) = &parsed.gateway else {
+            assert_eq!(node.gateway, None, "{}", node.name);
+            return;
+        };
+        assert_eq!(node.beside, Beside::Gateway);
+        assert_eq!(gateway.listen.as_ref().map(|l| **l), node.gateway);
+        let jwt = gateway.jwt.as_ref().expect("tokens are checked");
+        assert_eq!(jwt.issuer.as_deref(), Some(JWT_ISSUER));
+        assert_eq!(jwt.audiences, [JWT_AUDIENCE]);
+        let keys: Vec<_> = jwt.keys.iter().map(|k| k.get().clone()).collect();
+        assert_eq!(keys, [config::JwtKeySource::Pem(jwt_public.to_owned())]);
+        let mut routed: Vec<&str> = gateway
+            .routes
+            .iter()
+            .filter_map(|r| r.service.as_ref().map(|s| s.get().as_str()))
+            .collect();
+        routed.sort_unstable();
+        let mut calls = node.calls.clone();
+        calls.sort_unstable();
+        assert_eq!(routed, calls);
+        assert!(gateway.routes.iter().any(|r| r.direct_response.is_some()
+            && r.auth.as_ref().map(|a| a.get()) == Some(&config::RouteAuth::Public)));
     }
 }

@@ -113,14 +113,17 @@ pub enum Direction {
     Inbound,
     /// App -> mesh.
     Outbound,
+    /// Clients from outside -> mesh, through the edge gateway.
+    Gateway,
 }
 
 impl Direction {
-    /// `inbound` or `outbound`.
+    /// `inbound`, `outbound` or `gateway`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Inbound => "inbound",
             Self::Outbound => "outbound",
+            Self::Gateway => "gateway",
         }
     }
 }
@@ -168,6 +171,14 @@ pub enum Reason {
     TunnelRefused,
     /// No destination of the config answers to a CONNECT's host.
     TunnelNotAllowed,
+    /// The request's body is larger than its route allows.
+    BodyTooLarge,
+    /// The gateway route needs a token and the request has none.
+    MissingToken,
+    /// The request's token was refused (expired, bad signature, ...).
+    InvalidToken,
+    /// The token is valid but lacks a role or scope the route needs.
+    InsufficientScope,
 }
 
 impl Reason {
@@ -193,6 +204,10 @@ impl Reason {
             Self::RateLimited => "rate-limited",
             Self::TunnelRefused => "tunnel-refused",
             Self::TunnelNotAllowed => "tunnel-not-allowed",
+            Self::BodyTooLarge => "body-too-large",
+            Self::MissingToken => "missing-token",
+            Self::InvalidToken => "invalid-token",
+            Self::InsufficientScope => "insufficient-scope",
         }
     }
 
@@ -202,9 +217,13 @@ impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::Forbidden | Self::TunnelNotAllowed => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::TunnelNotAllowed | Self::InsufficientScope => {
+                StatusCode::FORBIDDEN
+            }
+            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoRoute
             | Self::ConnectRefused
             | Self::ConnectFailed
@@ -347,11 +366,32 @@ pub enum ProxyError {
         /// Its `pilotfish-error`, if it gave one.
         reason: Option<String>,
     },
+    /// The gateway refused the request's token, or it has none
+    /// ([`Reason::MissingToken`] when `reason` is `missing-token`, else
+    /// [`Reason::InvalidToken`]). Never holds the token itself.
+    #[error("{}", unauthenticated_message(.reason))]
+    Unauthenticated {
+        /// `missing-token`, or the `error_description`: `expired`,
+        /// `bad-signature`, `unknown-key`, ...
+        reason: &'static str,
+    },
+    /// The token is valid but lacks a role or scope the route needs.
+    #[error("the token lacks {missing}")]
+    InsufficientScope {
+        /// What it lacks: `role admin`, `scope orders:write`.
+        missing: String,
+    },
     /// A CONNECT to a host no destination answers to.
     #[error("CONNECT to {host:?} is not allowed: no destination of this sidecar answers to it")]
     TunnelNotAllowed {
         /// The host asked for.
         host: String,
+    },
+    /// See [`Reason::BodyTooLarge`].
+    #[error("the request body is larger than the route's limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The route's `max_request_body`, in bytes.
+        limit: u64,
     },
     /// A rate limit refused the request.
     #[error("rate limit {limit:?} reached; retry in {}", humantime::format_duration(*wait))]
@@ -406,6 +446,10 @@ impl ProxyError {
             Self::RateLimited { .. } => Reason::RateLimited,
             Self::TunnelRefused { .. } => Reason::TunnelRefused,
             Self::TunnelNotAllowed { .. } => Reason::TunnelNotAllowed,
+            Self::PayloadTooLarge { .. } => Reason::BodyTooLarge,
+            Self::Unauthenticated { reason } if *reason == MISSING_TOKEN => Reason::MissingToken,
+            Self::Unauthenticated { .. } => Reason::InvalidToken,
+            Self::InsufficientScope { .. } => Reason::InsufficientScope,
         }
     }
 
@@ -437,6 +481,7 @@ impl ProxyError {
             headers.insert(AUTHZ_HEADER, HeaderValue::from_static(reason.as_str()));
         }
         self.add_rate_limit_headers(headers);
+        self.add_www_authenticate(headers);
         response
     }
 
@@ -482,7 +527,29 @@ impl ProxyError {
             HeaderValue::from_static(self.reason().as_str()),
         );
         self.add_rate_limit_headers(headers);
+        self.add_www_authenticate(headers);
         response
+    }
+
+    /// `WWW-Authenticate` on a 401 or 403 of the gateway's token check
+    /// (RFC 6750 3): only the realm when there was no token at all.
+    fn add_www_authenticate(&self, headers: &mut http::HeaderMap) {
+        let value = match self {
+            Self::Unauthenticated { reason } if *reason == MISSING_TOKEN => {
+                format!("Bearer realm=\"{REALM}\"")
+            }
+            Self::Unauthenticated { reason } => format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{reason}\""
+            ),
+            Self::InsufficientScope { missing } => format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"missing {}\"",
+                quoted_string_content(missing)
+            ),
+            _ => return,
+        };
+        let value = HeaderValue::from_str(&value)
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"pilotfish\""));
+        headers.insert(http::header::WWW_AUTHENTICATE, value);
     }
 
     /// `Retry-After` (whole seconds, rounded up) and the IETF
@@ -504,6 +571,37 @@ impl ProxyError {
             headers.insert("ratelimit", value);
         }
     }
+}
+
+/// The `Unauthenticated` reason of a request without a token.
+pub const MISSING_TOKEN: &str = "missing-token";
+
+/// The realm of the gateway's `WWW-Authenticate` challenges.
+const REALM: &str = "pilotfish";
+
+/// The message of [`ProxyError::Unauthenticated`].
+fn unauthenticated_message(reason: &str) -> String {
+    if reason == MISSING_TOKEN {
+        "this route needs a token: Authorization: Bearer TOKEN".to_owned()
+    } else {
+        format!("the token is refused: {reason}")
+    }
+}
+
+/// `text` for inside a quoted-string: `"` and `\\` escaped, controls
+/// and non-ASCII dropped (a field value is ASCII).
+fn quoted_string_content(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+    {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
@@ -566,12 +664,25 @@ mod tests {
             Reason::RateLimited,
             Reason::TunnelRefused,
             Reason::TunnelNotAllowed,
+            Reason::BodyTooLarge,
+            Reason::MissingToken,
+            Reason::InvalidToken,
+            Reason::InsufficientScope,
         ];
         let names: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), all.len());
         for reason in all {
             assert!(reason.status().is_client_error() || reason.status().is_server_error());
         }
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_413() {
+        let err = ProxyError::PayloadTooLarge { limit: 1024 };
+        let response = err.to_response(Direction::Outbound, ErrorFormat::Text);
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[ERROR_HEADER], "body-too-large");
+        assert!(err.to_string().contains("1024 bytes"), "{err}");
     }
 
     #[test]

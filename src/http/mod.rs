@@ -10,6 +10,7 @@ pub mod h2_client;
 pub mod head_scan;
 pub mod headers;
 pub mod lifetime;
+pub mod limit;
 pub mod outcome;
 pub mod path;
 pub mod plain_client;

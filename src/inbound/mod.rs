@@ -370,6 +370,7 @@ impl Inbound {
             headers: req.headers(),
             service: None,
             route: None,
+            claims: None,
         };
         match self
             .rate_limits

@@ -18,7 +18,7 @@ pub mod load;
 pub mod mesh;
 pub mod outlier;
 pub mod policy;
-pub mod route;
+pub mod routes;
 pub mod stack;
 pub mod tcp;
 mod tunnel;
@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
@@ -36,12 +37,10 @@ use tracing::info;
 
 use self::destination::{Destination, DestinationKey};
 use self::policy::trace::AttemptTrace;
-use self::policy::{Fallback, RequestContext, RetryPolicy, RoutePolicy};
-use self::route::{RouteTable, Target};
+use self::policy::{RequestContext, RoutePolicy};
+use self::routes::{Action, Route, direct_response, redirect_response};
 use crate::build::BuildError;
-use crate::config::{
-    Config, DestinationConfig, LimitDirection, OutboundConfig, RouteConfig, UnknownDestinations,
-};
+use crate::config::{Config, LimitDirection, OutboundConfig, RouteConfig, UnknownDestinations};
 use crate::http::headers::{self, PROXY_ADDED_HEADERS};
 use crate::http::lifetime::{self, Timeouts};
 use crate::http::server::{self, HeaderLimits};
@@ -51,21 +50,26 @@ use crate::identity::ServiceName;
 use crate::metrics::{Metrics, RequestLabels, RequestMetrics, TunnelMetrics};
 use crate::observe::{Exchange, Observer};
 use crate::ratelimit::{RateLimits, Subject};
+use crate::routing::filters;
+use crate::routing::{RouteRef, RouteTable, Target};
 use crate::tls::{CredentialStore, TlsSettings};
 use crate::tunnel::{Lent, Pending, Side};
 
 /// Metric label for requests that matched no destination.
 const UNKNOWN_SERVICE: &str = "unknown";
+/// Metric label for requests a route answered itself (a redirect, a
+/// fixed response, a refusal at the gateway).
+pub const NO_UPSTREAM: &str = "none";
 
 /// The outbound side: routes and destinations.
 #[derive(Debug)]
 pub struct Outbound {
     routes: RouteTable,
+    /// `outbound.routes`, compiled.
+    compiled: Vec<Arc<Route>>,
+    /// Each destination as matched by its name.
+    by_name: Vec<Arc<Route>>,
     destinations: Vec<Arc<Destination>>,
-    /// The settings of requests that matched a destination by its name.
-    defaults: Vec<Arc<RoutePolicy>>,
-    /// The settings of requests that matched an explicit route.
-    route_policies: Vec<Arc<RoutePolicy>>,
     limits: HeaderLimits,
     metrics: RequestMetrics,
     observer: Arc<Observer>,
@@ -120,33 +124,11 @@ impl Outbound {
             };
             destinations.push(destination);
         }
-        let find = |name: &str| {
-            destinations
-                .iter()
-                .find(|d| d.name().as_str() == name)
-                .cloned()
-        };
-        let defaults = outbound
-            .services
-            .values()
-            .map(|dst| Arc::new(default_policy(dst, &find)))
-            .collect();
-        let route_policies = outbound
-            .routes
-            .iter()
-            .map(|route| {
-                let dst = route
-                    .service
-                    .as_ref()
-                    .and_then(|s| outbound.services.get(s.as_str()));
-                Arc::new(route_policy(route, dst.map(|d| d.get()), &find))
-            })
-            .collect();
-        Ok(Self {
-            routes: RouteTable::build(outbound, &config.namespace),
+        let mut outbound_side = Self {
+            routes: RouteTable::default(),
+            compiled: Vec::new(),
+            by_name: Vec::new(),
             destinations,
-            defaults,
-            route_policies,
             limits,
             metrics: metrics.requests.clone(),
             observer: observer.clone(),
@@ -158,7 +140,60 @@ impl Outbound {
             detect_timeout: outbound.detect_timeout.get().0,
             opaque_ports: outbound.opaque_ports.iter().map(|p| *p.get()).collect(),
             unknown: outbound.unknown_destinations,
-        })
+        };
+        let (routes, compiled) =
+            outbound_side.compile_routes(config, outbound, &outbound.routes, true);
+        let find = outbound_side.finder();
+        let by_name = outbound
+            .services
+            .values()
+            .enumerate()
+            .map(|(i, dst)| Arc::new(Route::by_name(i, dst, &find)))
+            .collect();
+        drop(find);
+        outbound_side.routes = routes;
+        outbound_side.compiled = compiled;
+        outbound_side.by_name = by_name;
+        Ok(outbound_side)
+    }
+
+    /// Compiles `routes` (the sidecar's, or the gateway's) against this
+    /// side's destinations: the table that matches requests, and each
+    /// route ready to send with. `by_name`: the destinations answer to
+    /// their names too (the app's side; never the gateway's, whose
+    /// clients reach only what its routes name).
+    pub fn compile_routes(
+        &self,
+        config: &Config,
+        outbound: &OutboundConfig,
+        routes: &[RouteConfig],
+        by_name: bool,
+    ) -> (RouteTable, Vec<Arc<Route>>) {
+        let services: Vec<(&str, &str)> = outbound
+            .services
+            .iter()
+            .filter(|_| by_name)
+            .map(|(name, dst)| {
+                let ns = dst.namespace.as_deref().unwrap_or(&config.namespace);
+                (name.as_str(), ns)
+            })
+            .collect();
+        let find = self.finder();
+        let compiled = routes
+            .iter()
+            .map(|route| Arc::new(Route::compile(route, &outbound.services, &find)))
+            .collect();
+        (RouteTable::build(routes, &services), compiled)
+    }
+
+    /// Looks a destination up by name (for fallbacks).
+    fn finder(&self) -> impl Fn(&str) -> Option<Arc<Destination>> + '_ {
+        |name: &str| {
+            self.destinations
+                .iter()
+                .find(|d| d.name().as_str() == name)
+                .cloned()
+        }
     }
 
     /// The HTTP server settings for the app's connections.
@@ -191,6 +226,11 @@ impl Outbound {
         &self.destinations
     }
 
+    /// Ids, spans and access logs.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
+    }
+
     /// Handles one request from the app. Never fails: proxy errors become
     /// responses with the `pilotfish-error` header.
     /// `client` is the app's address (for limits keyed by it).
@@ -199,16 +239,37 @@ impl Outbound {
         let mut exchange = self.observer.begin(Direction::Outbound, &mut req);
         let format = ErrorFormat::of(req.headers());
         let lent = req.extensions_mut().remove::<Lent>();
-        let (policy, result) = self.forward(req, client, &mut exchange).await;
-        let (service, route) = match policy {
-            Some((destination, policy)) => (destination.name().as_str(), &*policy.label),
-            None => (UNKNOWN_SERVICE, ""),
-        };
+        let (labels, result) = self.forward(req, client, &mut exchange).await;
+        self.finish(
+            Direction::Outbound,
+            labels,
+            result,
+            exchange,
+            format,
+            start,
+            lent,
+        )
+    }
+
+    /// Records a request's end (metrics, its failure logged, the access
+    /// log and span) and gives the response, starting the tunnel it opened.
+    #[allow(clippy::too_many_arguments)] // one request's whole record
+    pub fn finish(
+        &self,
+        direction: Direction,
+        labels: Labels<'_>,
+        result: Result<(Response<Body>, Option<Pending>), ProxyError>,
+        mut exchange: Exchange,
+        format: ErrorFormat,
+        start: Instant,
+        lent: Option<Lent>,
+    ) -> Response<Body> {
+        let Labels { service, route } = labels;
         let (response, pending) = match result {
             Ok(reply) => reply,
             Err(err) => {
                 info!(
-                    direction = "outbound",
+                    direction = direction.as_str(),
                     service,
                     reason = err.reason().as_str(),
                     error = %err,
@@ -216,11 +277,11 @@ impl Outbound {
                     "request failed"
                 );
                 exchange.failed(err.reason().as_str());
-                (err.to_response(Direction::Outbound, format), None)
+                (err.to_response(direction, format), None)
             }
         };
         let labels = RequestLabels {
-            direction: Direction::Outbound.as_str(),
+            direction: direction.as_str(),
             service,
             route,
             peer: "",
@@ -243,42 +304,120 @@ impl Outbound {
         req: Request<Incoming>,
         client: SocketAddr,
         exchange: &mut Exchange,
-    ) -> (
-        Option<(&Arc<Destination>, &Arc<RoutePolicy>)>,
-        Result<(Response<Body>, Option<Pending>), ProxyError>,
-    ) {
+    ) -> Forwarded<'_> {
         if req.method() == Method::CONNECT && !upgrade::is_extended_connect(&req) {
-            return self.connect(req, client, exchange).await;
+            let (matched, result) = self.connect(req, client, exchange).await;
+            let labels = match matched {
+                Some((destination, route)) => Labels {
+                    service: destination.name().as_str(),
+                    route,
+                },
+                None => Labels::UNROUTED,
+            };
+            return (labels, result);
         }
         // Routes, timeouts and limits judge the path the upstream acts on.
-        let mut req = match crate::http::path::normalize_request(req) {
+        let req = match crate::http::path::normalize_request(req) {
             Ok(req) => req,
-            Err(err) => return (None, Err(err)),
+            Err(err) => return (Labels::UNROUTED, Err(err)),
         };
-        let asked = upgrade::requested(&req);
-        let app_over_h2 = upgrade::is_extended_connect(&req);
-        let app_side = asked.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let (destination, policy) = match self.route(&req) {
-            Ok(found) => found,
+        match self.route(&req) {
+            Ok((route, prefix)) => {
+                let prefix = prefix.map(str::to_owned);
+                let sender = Sender {
+                    client: client.ip(),
+                    direction: LimitDirection::Outbound,
+                    claims: None,
+                    scheme: "http",
+                };
+                self.send(req, route, prefix.as_deref(), &sender, exchange)
+                    .await
+            }
             Err(ProxyError::NoRoute { host }) => {
                 // Captured on its way to an address the config does not
                 // know: there, outside the mesh, when the config allows.
                 let captured = req.extensions().get::<CapturedTo>().copied();
-                return match captured {
+                match captured {
                     Some(CapturedTo(to)) if self.unknown == UnknownDestinations::Passthrough => {
                         exchange.routed(tunnel::PASSTHROUGH, None);
                         let reply = self.pass_through(req, to, exchange).await;
-                        (None, reply.map(|response| (response, None)))
+                        let labels = Labels {
+                            service: tunnel::PASSTHROUGH,
+                            route: "",
+                        };
+                        (labels, reply.map(|response| (response, None)))
                     }
-                    _ => (None, Err(ProxyError::NoRoute { host })),
-                };
+                    _ => (Labels::UNROUTED, Err(ProxyError::NoRoute { host })),
+                }
             }
-            Err(err) => return (None, Err(err)),
-        };
-        exchange.routed(destination.name().as_str(), Some(&policy.label));
-        if let Err(limited) = self.check_limits(&req, client, destination, policy).await {
-            return (Some((destination, policy)), Err(limited));
+            Err(err) => (Labels::UNROUTED, Err(err)),
         }
+    }
+
+    /// Sends a request on the route it matched (`prefix`: the path prefix
+    /// it matched by, for a rewrite): a redirect or fixed answer at once;
+    /// else to one of the route's destinations, after the limits, with the
+    /// route's changes to the request and the response.
+    pub async fn send<'a>(
+        &'a self,
+        mut req: Request<Incoming>,
+        route: &'a Route,
+        prefix: Option<&str>,
+        sender: &Sender<'_>,
+        exchange: &mut Exchange,
+    ) -> Forwarded<'a> {
+        let mut labels = Labels {
+            service: NO_UPSTREAM,
+            route: &route.label,
+        };
+        let (backends, split) = match &route.action {
+            Action::Forward { backends, split } => (backends, split),
+            Action::Redirect(redirect) => {
+                exchange.routed(NO_UPSTREAM, Some(&route.label));
+                let (parts, _) = req.into_parts();
+                let reply = filters::redirect_location(&parts, redirect, prefix, sender.scheme)
+                    .map(|location| (redirect_response(redirect, location), None))
+                    .map_err(|_| ProxyError::InvalidPath);
+                return (labels, reply);
+            }
+            Action::Respond(direct) => {
+                exchange.routed(NO_UPSTREAM, Some(&route.label));
+                let mut response = direct_response(direct);
+                if let Some(ops) = &route.response_headers {
+                    ops.apply(response.headers_mut());
+                }
+                return (labels, Ok((response, None)));
+            }
+        };
+        let pick = split.as_ref().map(|split| split.pick(req.headers()));
+        let Some(backend) = backends.get(pick.as_ref().map_or(0, |p| p.index)) else {
+            return (
+                labels,
+                Err(ProxyError::NoRoute {
+                    host: route.label.to_string(),
+                }),
+            );
+        };
+        let destination = &self.destinations[backend.destination];
+        if destination.is_opaque() {
+            // Not HTTP: reached through its `listen` address, or CONNECT.
+            let host = destination.name().to_string();
+            return (labels, Err(ProxyError::NoRoute { host }));
+        }
+        let policy = &backend.policy;
+        labels.service = destination.name().as_str();
+        exchange.routed(labels.service, Some(&policy.label));
+        if let Some(limit) = route.max_body {
+            if body_length(&req).is_some_and(|length| length > limit) {
+                return (labels, Err(ProxyError::PayloadTooLarge { limit }));
+            }
+        }
+        if let Err(limited) = self.check_limits(&req, sender, destination, policy).await {
+            return (labels, Err(limited));
+        }
+        let asked = upgrade::requested(&req);
+        let app_over_h2 = upgrade::is_extended_connect(&req);
+        let app_side = asked.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
             // A request without Host went to a catch-all route: the
@@ -292,6 +431,14 @@ impl Outbound {
         // Only a sidecar may say what protocol the app spoke, count
         // attempts or name a caller.
         headers::strip_own(&mut parts.headers);
+        if let Some(rewrite) = &route.rewrite {
+            if filters::rewrite(&mut parts, rewrite, prefix).is_err() {
+                return (labels, Err(ProxyError::InvalidPath));
+            }
+        }
+        if let Some(ops) = &route.request_headers {
+            ops.apply(&mut parts.headers);
+        }
         if let Some(protocol) = &asked {
             upgrade::as_http1(&mut parts, protocol);
         }
@@ -302,10 +449,23 @@ impl Outbound {
         }));
         let tried = ctx.tried.clone();
         parts.extensions.insert(ctx);
-        let body =
-            lifetime::bound_request_body(exchange.count_request(body), self.timeouts.body_idle);
+        let mut body = exchange.count_request(body);
+        if let Some(limit) = route.max_body {
+            // A body without Content-Length, or longer than it said: cut
+            // at the limit, and the request answered 413.
+            body = Body::Boxed(UnsyncBoxBody::new(crate::http::limit::limited(body, limit)));
+        }
+        let body = lifetime::bound_request_body(body, self.timeouts.body_idle);
         let req = Request::from_parts(parts, body);
-        let result = destination.call(req).await;
+        let result =
+            destination.call(req).await.map_err(
+                |err| match crate::http::limit::BodyTooLarge::find(&err) {
+                    Some(too_large) => ProxyError::PayloadTooLarge {
+                        limit: too_large.limit,
+                    },
+                    None => err,
+                },
+            );
         {
             let tried = tried
                 .lock()
@@ -325,34 +485,42 @@ impl Outbound {
                 )
             }
             // Refused, or no upgrade at all: the answer as it came.
-            _ => (from_upstream_response(response), None),
+            _ => {
+                let mut response = from_upstream_response(response);
+                if let Some(ops) = &route.response_headers {
+                    ops.apply(response.headers_mut());
+                }
+                if let Some(cookie) = pick.and_then(|p| p.set_cookie) {
+                    response
+                        .headers_mut()
+                        .append(http::header::SET_COOKIE, cookie);
+                }
+                (response, None)
+            }
         });
-        (Some((destination, policy)), reply)
+        (labels, reply)
     }
 
-    /// The outbound rate limits of the request's destination and route.
+    /// The rate limits of the request's direction, destination and route.
     async fn check_limits<B>(
         &self,
         req: &Request<B>,
-        client: SocketAddr,
+        sender: &Sender<'_>,
         destination: &Destination,
         policy: &RoutePolicy,
     ) -> Result<(), ProxyError> {
-        if !self.rate_limits.any(LimitDirection::Outbound) {
+        if !self.rate_limits.any(sender.direction) {
             return Ok(());
         }
         let subject = Subject {
             caller: None,
-            client: Some(client.ip()),
+            client: Some(sender.client),
             headers: req.headers(),
             service: Some(destination.name().as_str()),
             route: Some(&policy.label),
+            claims: sender.claims,
         };
-        match self
-            .rate_limits
-            .check(LimitDirection::Outbound, &subject)
-            .await
-        {
+        match self.rate_limits.check(sender.direction, &subject).await {
             Some(limited) => Err(limited.into()),
             None => Ok(()),
         }
@@ -394,24 +562,29 @@ impl Outbound {
         Ok(response.map_err(upstream)?.map(Body::from))
     }
 
-    /// The HTTP destination with an endpoint at `original` (the same host
-    /// for a mesh endpoint, whose sidecar forwards to the app there).
-    fn destination_at(&self, original: SocketAddr) -> Option<route::RouteMatch> {
-        let index = self
-            .destinations
+    /// The index of the HTTP destination with an endpoint at `original`
+    /// (the same host for a mesh endpoint, whose sidecar forwards to the
+    /// app there).
+    fn destination_at(&self, original: SocketAddr) -> Option<usize> {
+        self.destinations
             .iter()
-            .position(|d| !d.is_opaque() && d.endpoint_for(original).is_some())?;
-        Some(route::RouteMatch {
-            destination: index,
-            route: None,
-        })
+            .position(|d| !d.is_opaque() && d.endpoint_for(original).is_some())
     }
 
-    /// Decides where a request goes, without touching it.
-    fn route(
-        &self,
-        req: &Request<Incoming>,
-    ) -> Result<(&Arc<Destination>, &Arc<RoutePolicy>), ProxyError> {
+    /// The route a match points at.
+    fn resolve(&self, to: RouteRef) -> &Arc<Route> {
+        match to {
+            RouteRef::Route(i) => &self.compiled[i],
+            RouteRef::Service(i) => &self.by_name[i],
+        }
+    }
+
+    /// Decides which route a request takes, without touching it, and the
+    /// path prefix it matched by.
+    fn route<'a, B>(
+        &'a self,
+        req: &Request<B>,
+    ) -> Result<(&'a Route, Option<&'a str>), ProxyError> {
         // hyper enforces the count for HTTP/1 itself; this covers HTTP/2.
         let count = req.headers().len();
         if count > self.limits.max_count {
@@ -420,41 +593,79 @@ impl Outbound {
                 limit: self.limits.max_count,
             });
         }
-        let path = req.uri().path();
-        let found = match Target::of(req) {
-            Ok(target) => match self.routes.find(&target, path) {
-                Some(found) => found,
+        match Target::of(req) {
+            Ok(target) => match self.routes.find(Some(&target), req) {
+                Some(found) => Ok((self.resolve(found.to), found.prefix)),
                 // Captured on its way to an address (a pod's): the
                 // destination with an endpoint there, if one has.
                 None => req
                     .extensions()
                     .get::<CapturedTo>()
                     .and_then(|captured| self.destination_at(captured.0))
+                    .map(|i| (&*self.by_name[i], None))
                     .ok_or_else(|| ProxyError::NoRoute {
                         host: target.host.clone().into_owned(),
-                    })?,
+                    }),
             },
             // No Host at all (HTTP/1.0): only a catch-all route (`*`) can
             // say where it goes.
             Err(ProxyError::NoAuthority) => self
                 .routes
-                .find_any_host(path)
-                .ok_or(ProxyError::NoAuthority)?,
-            Err(err) => return Err(err),
-        };
-        let destination = &self.destinations[found.destination];
-        if destination.is_opaque() {
-            // Not HTTP: reached through its `listen` address, or CONNECT.
-            return Err(ProxyError::NoRoute {
-                host: destination.name().to_string(),
-            });
+                .find(None, req)
+                .map(|found| (&**self.resolve(found.to), found.prefix))
+                .ok_or(ProxyError::NoAuthority),
+            Err(err) => Err(err),
         }
-        let policy = match found.route {
-            Some(route) => &self.route_policies[route],
-            None => &self.defaults[found.destination],
-        };
-        Ok((destination, policy))
     }
+}
+
+/// What `Outbound::forward` returns: the labels of the destination and
+/// route matched, and the response with the tunnel it opens, if any.
+pub type Forwarded<'a> = (
+    Labels<'a>,
+    Result<(Response<Body>, Option<Pending>), ProxyError>,
+);
+
+/// The service and route a request is counted under.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    /// The destination's name (`unknown`: none matched; `none`: the route
+    /// answered itself).
+    pub service: &'a str,
+    /// The route's name (empty: none matched).
+    pub route: &'a str,
+}
+
+impl Labels<'_> {
+    /// A request that matched no route.
+    pub const UNROUTED: Labels<'static> = Labels {
+        service: UNKNOWN_SERVICE,
+        route: "",
+    };
+}
+
+/// Who sent a request, for rate limits and redirects.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    /// The client's address (the app's; at the gateway, the client's as
+    /// `trusted_hops` tells it).
+    pub client: std::net::IpAddr,
+    /// Which limits apply.
+    pub direction: LimitDirection,
+    /// The claims of the client's verified token (gateway).
+    pub claims: Option<&'a serde_json::Value>,
+    /// `http` or `https`, as the client reached the proxy.
+    pub scheme: &'static str,
+}
+
+/// The body length a request declares, if it does.
+fn body_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// On a request of a captured connection: the address the app connected
@@ -463,51 +674,6 @@ impl Outbound {
 /// by its address.
 #[derive(Debug, Clone, Copy)]
 pub struct CapturedTo(pub SocketAddr);
-
-/// The settings of requests to a destination matched by its name.
-fn default_policy(
-    dst: &DestinationConfig,
-    find: &impl Fn(&str) -> Option<Arc<Destination>>,
-) -> RoutePolicy {
-    RoutePolicy {
-        label: Arc::from("default"),
-        timeout: dst.timeout.0,
-        per_try_timeout: dst.per_try_timeout.map(|t| t.0),
-        retries: Arc::new(RetryPolicy::from_config(&dst.retries)),
-        fallback: dst
-            .fallback
-            .as_ref()
-            .and_then(|f| Fallback::from_config(f, find)),
-    }
-}
-
-/// The destination's settings with a route's overrides.
-fn route_policy(
-    route: &RouteConfig,
-    dst: Option<&DestinationConfig>,
-    find: &impl Fn(&str) -> Option<Arc<Destination>>,
-) -> RoutePolicy {
-    let base = dst.map(|d| default_policy(d, find)).unwrap_or(RoutePolicy {
-        label: Arc::from("default"),
-        timeout: std::time::Duration::from_secs(15),
-        per_try_timeout: None,
-        retries: Arc::default(),
-        fallback: None,
-    });
-    RoutePolicy {
-        label: Arc::from(route.label()),
-        timeout: route.timeout.map_or(base.timeout, |t| t.0),
-        per_try_timeout: route.per_try_timeout.map(|t| t.0).or(base.per_try_timeout),
-        retries: route
-            .retries
-            .as_ref()
-            .map_or(base.retries, |r| Arc::new(RetryPolicy::from_config(r))),
-        fallback: match &route.fallback {
-            Some(f) => Fallback::from_config(f, find),
-            None => base.fallback,
-        },
-    }
-}
 
 /// Prepares an upstream's response for the app.
 fn from_upstream_response(response: Response<Body>) -> Response<Body> {

@@ -13,20 +13,20 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tracing::info;
 
-use super::Outbound;
 use super::destination::Destination;
-use super::policy::RoutePolicy;
-use super::route::Target;
-use crate::config::UnknownDestinations;
+use super::routes::Action;
+use super::{Outbound, Sender};
+use crate::config::{LimitDirection, UnknownDestinations};
 use crate::drain;
 use crate::http::{Body, Direction, ErrorFormat, ProxyError, dial};
 use crate::observe::{Exchange, TunnelRecord};
+use crate::routing::Target;
 use crate::tunnel::{self, BoxIo, Pending, Side};
 
-/// What `Outbound::forward` returns: the destination and route matched,
-/// and the response with the tunnel it opens, if any.
-type Forwarded<'a> = (
-    Option<(&'a Arc<Destination>, &'a Arc<RoutePolicy>)>,
+/// What a CONNECT gets: the destination and route name matched, and the
+/// response with the tunnel it opens, if any.
+type Connected<'a> = (
+    Option<(&'a Arc<Destination>, &'a str)>,
     Result<(Response<Body>, Option<Pending>), ProxyError>,
 );
 
@@ -41,7 +41,7 @@ impl Outbound {
         mut req: Request<Incoming>,
         client: SocketAddr,
         exchange: &mut Exchange,
-    ) -> Forwarded<'_> {
+    ) -> Connected<'_> {
         let Some(target) = req
             .uri()
             .authority()
@@ -49,18 +49,32 @@ impl Outbound {
         else {
             return (None, Err(ProxyError::NoAuthority));
         };
-        let (Some(port), Some(found)) = (target.port, self.routes.find(&target, "/")) else {
+        // A route that forwards to one destination, as a request to it would
+        // take; a split, a redirect or a fixed answer carries no tunnel.
+        let backend = self.routes.find(Some(&target), &req).and_then(|found| {
+            match &self.resolve(found.to).action {
+                Action::Forward {
+                    backends,
+                    split: None,
+                } => backends.first(),
+                _ => None,
+            }
+        });
+        let (Some(port), Some(backend)) = (target.port, backend) else {
             let host = target.host.into_owned();
             return (None, Err(ProxyError::TunnelNotAllowed { host }));
         };
-        let destination = &self.destinations[found.destination];
-        let policy = match found.route {
-            Some(route) => &self.route_policies[route],
-            None => &self.defaults[found.destination],
-        };
-        let matched = Some((destination, policy));
+        let destination = &self.destinations[backend.destination];
+        let policy = &backend.policy;
+        let matched = Some((destination, &*policy.label));
         exchange.routed(destination.name().as_str(), Some(&policy.label));
-        if let Err(limited) = self.check_limits(&req, client, destination, policy).await {
+        let sender = Sender {
+            client: client.ip(),
+            direction: LimitDirection::Outbound,
+            claims: None,
+            scheme: "http",
+        };
+        if let Err(limited) = self.check_limits(&req, &sender, destination, policy).await {
             return (matched, Err(limited));
         }
         let (upstream, endpoint) = match destination.open_tunnel(port).await {

@@ -57,6 +57,8 @@ pub struct Subject<'a> {
     pub service: Option<&'a str>,
     /// Outbound: the route's name.
     pub route: Option<&'a str>,
+    /// Gateway: the claims of the verified token.
+    pub claims: Option<&'a serde_json::Value>,
 }
 
 /// A request a limit refused.
@@ -105,6 +107,7 @@ enum Key {
     Caller,
     ClientAddress,
     Header(HeaderName),
+    Claim(String),
 }
 
 #[derive(Debug)]
@@ -134,6 +137,7 @@ impl Limit {
             LimitKey::Header(header) => {
                 Key::Header(HeaderName::from_bytes(header.as_bytes()).map_err(BuildError::config)?)
             }
+            LimitKey::Claim(claim) => Key::Claim(claim.clone()),
         };
         let overrides = config
             .overrides
@@ -220,6 +224,12 @@ impl Limit {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(NO_KEY),
             ),
+            Key::Claim(name) => match subject.claims.and_then(|c| c.get(name)) {
+                Some(serde_json::Value::String(value)) => Cow::Borrowed(value.as_str()),
+                // A number or a list keys by its JSON text.
+                Some(other) => Cow::Owned(other.to_string()),
+                None => Cow::Borrowed(NO_KEY),
+            },
         };
         let rate = self
             .overrides

@@ -13,6 +13,28 @@ use crate::config::{Config, ConfigError};
 /// Checks that the certificate files exist, hold a usable certificate and
 /// key, and are for this sidecar. Returns every problem found.
 pub fn check_certificates(config: &Config, file: &Path) -> Vec<ConfigError> {
+    let error = |position, message| ConfigError {
+        file: file.to_owned(),
+        position,
+        message,
+    };
+    let mut errors = Vec::new();
+    // The gateway's server certificate: any chain, its key, its dates.
+    if let Some(tls) = config.gateway.as_ref().and_then(|g| g.tls.as_ref()) {
+        if let Err(e) = super::load_server_certificate(&tls.cert, &tls.key, SystemTime::now()) {
+            let position = match e.file() {
+                TlsFile::Key => tls.key.position(),
+                _ => tls.cert.position(),
+            };
+            errors.push(error(position, format!("gateway.tls: {e}")));
+        }
+    }
+    errors.extend(check_mesh_certificates(config, file));
+    errors
+}
+
+/// The mesh certificate, key and CA of `tls:`.
+fn check_mesh_certificates(config: &Config, file: &Path) -> Vec<ConfigError> {
     let Some(tls) = &config.tls else {
         return Vec::new();
     };

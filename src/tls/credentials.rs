@@ -307,3 +307,54 @@ fn load_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Credent
         pem_error(TlsFile::Key, path, what)
     })
 }
+
+/// A server certificate for clients outside the mesh (the gateway's
+/// HTTPS listener): any chain, no SPIFFE id required, its key checked
+/// against it and its dates against `now`.
+pub fn load_server_certificate(
+    cert: &Path,
+    key: &Path,
+    now: SystemTime,
+) -> Result<(Arc<CertifiedKey>, u64), CredentialError> {
+    let cert_bytes = read(TlsFile::Cert, cert)?;
+    let key_bytes = read(TlsFile::Key, key)?;
+    let digest = digest_of(&[], &cert_bytes, &key_bytes);
+    let chain = load_certs(TlsFile::Cert, cert, &cert_bytes)?;
+    let private = load_key(key, &key_bytes)?;
+    let leaf = leaf_info(&chain[0]).map_err(|what| pem_error(TlsFile::Cert, cert, what))?;
+    if now < leaf.not_before || now > leaf.not_after {
+        return Err(CredentialError::Validity {
+            path: cert.to_owned(),
+            state: if now < leaf.not_before {
+                "is not valid yet"
+            } else {
+                "has expired"
+            },
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            now,
+        });
+    }
+    let certified = CertifiedKey::from_der(chain, private, &super::provider()).map_err(|e| {
+        CredentialError::Key {
+            path: key.to_owned(),
+            what: match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "the private key does not belong to the certificate in {}",
+                    cert.display()
+                ),
+                other => format!("unusable private key: {other}"),
+            },
+        }
+    })?;
+    Ok((Arc::new(certified), digest))
+}
+
+/// The digest of a server certificate's two files, to tell a change.
+pub fn digest_server_files(cert: &Path, key: &Path) -> Result<u64, CredentialError> {
+    Ok(digest_of(
+        &[],
+        &read(TlsFile::Cert, cert)?,
+        &read(TlsFile::Key, key)?,
+    ))
+}

@@ -18,7 +18,10 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
 pub use check::check_certificates;
-pub use credentials::{CredentialError, Credentials, LeafInfo, TlsFile, digest_files, leaf_info};
+pub use credentials::{
+    CredentialError, Credentials, LeafInfo, TlsFile, digest_files, digest_server_files, leaf_info,
+    load_server_certificate,
+};
 pub use handshake::{HandshakeFailure, classify_error};
 pub use store::{CredentialStore, Derived};
 pub use verify::{IdentityMismatch, SpiffeServerVerifier};
@@ -82,6 +85,23 @@ pub fn server_config(
         .with_protocol_versions(settings.versions())?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(OwnCert(creds.certified_key.clone())));
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(Arc::new(config))
+}
+
+/// The gateway's server config, for clients outside the mesh: no client
+/// certificate, TLS 1.2 (ECDHE and AEAD suites only, as `TlsVersion`
+/// allows) and 1.3, since browsers and older clients still offer 1.2;
+/// ALPN h2 then http/1.1.
+pub fn edge_server_config(key: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let settings = TlsSettings {
+        min_version: TlsVersion::Tls12,
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(settings.versions())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(OwnCert(key)));
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(Arc::new(config))

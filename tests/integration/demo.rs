@@ -4,8 +4,10 @@
 //! app sees the caller's verified identity; failures injected at run time
 //! show up as a 502 naming the failed call; an order created with the
 //! printed `curl` reaches notifications asynchronously, as an event through
-//! a real Redis carried as raw TCP by the sidecars; and Ctrl-C stops every
-//! process the demo started. A demo app without its broker serves HTTP and
+//! a real Redis carried as raw TCP by the sidecars; the edge gateway
+//! answers the printed call with a demo token (`pilotfish token`) and
+//! tells orders who signed in, and refuses it without a token; and Ctrl-C
+//! stops every process the demo started. A demo app without its broker serves HTTP and
 //! says events are off.
 
 use std::net::SocketAddr;
@@ -40,8 +42,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The identity of the demo's `client` sidecar.
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
 /// 3 demo apps, 5 sidecars (events, users, orders, notifications,
-/// client) and the broker, redis-server.
-const CHILDREN: usize = 9;
+/// client), the gateway and the broker, redis-server.
+const CHILDREN: usize = 10;
 /// What the demo's children run.
 const CHILD_PROGRAMS: [&str; 2] = ["pilotfish", "redis-server"];
 
@@ -55,6 +57,7 @@ async fn demo_mesh_serves_the_printed_curl_and_stops_every_process_on_ctrl_c() {
     the_printed_curl_gets_an_order_with_its_user_and_notification(&curl).await;
     users_answer_through_the_mesh_with_the_callers_identity(curl.addr).await;
     the_written_configs_pass_check(dir.path()).await;
+    the_gateway_answers_the_printed_call_with_a_demo_token(&banner).await;
     injected_failures_show_as_a_502_naming_the_call(curl.addr).await;
     an_order_event_reaches_notifications_through_the_events_sidecar(&banner).await;
     ctrl_c_stops_the_demo_and_every_process_it_started(&mut demo).await;
@@ -203,10 +206,18 @@ async fn the_written_configs_pass_check(dir: &Path) {
     let mut configs: Vec<_> = std::fs::read_dir(dir)
         .expect("the demo folder")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with("-sidecar.yaml"))
+        .filter(|p| p.to_string_lossy().ends_with(".yaml"))
         .collect();
     configs.sort();
-    assert_eq!(configs.len(), 5, "one config per sidecar: {configs:?}");
+    assert_eq!(
+        configs.len(),
+        6,
+        "one config per sidecar and the gateway's: {configs:?}"
+    );
+    assert!(
+        configs.iter().any(|c| c.ends_with("gateway.yaml")),
+        "{configs:?}"
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
         .arg("check")
         .args(&configs)
@@ -215,6 +226,77 @@ async fn the_written_configs_pass_check(dir: &Path) {
         .expect("pilotfish check runs");
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{said}");
+}
+
+/// The gateway's printed lines: with a token that `pilotfish token` signs
+/// with the demo key (the `$(...)` of the line, run as a shell would),
+/// orders answers and says who signed in, even when the client claims to
+/// be someone else; without a token, 401; users, for admins only, refuses
+/// a token without the role with 403.
+async fn the_gateway_answers_the_printed_call_with_a_demo_token(banner: &str) {
+    let line = banner
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("Authorization: Bearer $("))
+        .unwrap_or_else(|| panic!("no curl line with a token in\n{banner}"));
+    let mut call = CurlRequest::parse(&with_token(line).await);
+    assert_eq!(call.path, "/orders/42", "{line}");
+    let (status, body) = call.send().await;
+    assert_eq!(status, StatusCode::OK, "{line}\n{body}");
+    let order = json(&body);
+    assert_eq!(order["order"]["id"], 42, "{body}");
+    assert_eq!(order["signed_in"]["x-user-id"], "alice", "{body}");
+    assert_eq!(order["signed_in"]["x-user-roles"], "admin", "{body}");
+
+    // A client cannot claim another user: the gateway replaces the field.
+    call.headers
+        .push(("x-user-id".to_owned(), "mallory".to_owned()));
+    let (status, body) = call.send().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["signed_in"]["x-user-id"], "alice", "{body}");
+
+    let anonymous = banner
+        .lines()
+        .find(|l| l.starts_with("curl -s -i http://"))
+        .unwrap_or_else(|| panic!("no curl line without a token in\n{banner}"));
+    let anonymous = CurlRequest::parse(anonymous);
+    assert_eq!(anonymous.addr, call.addr, "the same gateway");
+    let (status, body) = anonymous.send().await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    let not_admin = banner
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("/users/"))
+        .filter(|l| l.contains("Authorization: Bearer $("))
+        .unwrap_or_else(|| panic!("no curl line to users with a token in\n{banner}"));
+    let (status, body) = CurlRequest::parse(&with_token(not_admin).await)
+        .send()
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{not_admin}\n{body}");
+}
+
+/// `line` with its `"Authorization: Bearer $(COMMAND)"` as a shell makes
+/// it: COMMAND run, its output in place, as one word.
+async fn with_token(line: &str) -> String {
+    let (before, rest) = line
+        .split_once("\"Authorization: Bearer $(")
+        .expect("a $(...)");
+    let (command, after) = rest.split_once(")\"").expect("the end of $(...)");
+    let words = shell_words(command);
+    let (program, args) = words.split_first().expect("a command");
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {command}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).expect("a UTF-8 token");
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    format!("{before}'Authorization: Bearer {token}'{after}")
 }
 
 async fn users_answer_through_the_mesh_with_the_callers_identity(entry: SocketAddr) {
@@ -510,7 +592,7 @@ impl CurlRequest {
         let mut words = words.into_iter().skip(1);
         while let Some(word) = words.next() {
             match word.as_str() {
-                "-s" => {}
+                "-s" | "-i" => {}
                 "-X" => {
                     method = words
                         .next()

@@ -4,7 +4,8 @@
 //! containers, probes on the admin port, the downward API, resources sized
 //! from the README's footprint, Services the sidecar configs discover
 //! their endpoints from, and sidecar configs that `pilotfish check`
-//! accepts with certificates for the identities the pods run as.
+//! accepts with certificates for the identities the pods run as; and the
+//! edge gateway, Pilotfish alone behind a LoadBalancer Service.
 //!
 //! The manifests are rendered at test time with `kubectl kustomize`
 //! (`KUBECTL` names another kubectl; without one on PATH,
@@ -28,6 +29,11 @@ const NAMESPACE: &str = "pilotfish-demo";
 const SERVICES: [&str; 3] = ["users", "orders", "notifications"];
 /// The identity of the Job in job-example.yaml.
 const JOB_IDENTITY: &str = "client";
+/// The edge gateway's Deployment and identity (gateway.yaml).
+const GATEWAY: &str = "gateway";
+/// Where the gateway's pods mount the ConfigMap gateway-jwt (the public
+/// key tokens are checked with).
+const JWT_KEY: &str = "/var/run/pilotfish/jwt/jwt.pub";
 
 const IMAGE: &str = "pilotfish:latest";
 const ADMIN_PORT: u64 = 9901;
@@ -249,7 +255,8 @@ fn kubernetes_manifests_render_and_validate() {
 fn deployments_run_pilotfish_as_a_native_sidecar_after_capture() {
     let manifests = Manifests::main();
     let deployments: BTreeSet<&str> = manifests.all("Deployment").into_iter().map(name).collect();
-    assert_eq!(deployments, BTreeSet::from(SERVICES));
+    let expected: BTreeSet<&str> = SERVICES.into_iter().chain([GATEWAY]).collect();
+    assert_eq!(deployments, expected, "the services and the gateway");
     for service in SERVICES {
         let deployment = manifests.get("Deployment", service);
         assert_eq!(deployment["spec"]["replicas"], 2, "{service}");
@@ -318,28 +325,36 @@ fn deployments_run_pilotfish_as_a_native_sidecar_after_capture() {
 /// The sidecar of every pod (Deployments and the Job): a native sidecar
 /// on the shared image, its config and certificates mounted as folders
 /// (never subPath, so updates reach it), probes on the admin port, the
-/// downward API, and the resources sized from [`FOOTPRINT`].
+/// downward API, and the resources sized from [`FOOTPRINT`]. The
+/// gateway's Pilotfish, alone in its pods, is their one container, and
+/// set up the same way.
 #[test]
 fn every_sidecar_is_native_probed_and_sized_from_the_footprint() {
     let manifests = Manifests::main();
     let pods = manifests.pods();
     assert_eq!(
         pods.len(),
-        SERVICES.len() + 1,
-        "three Deployments and the Job"
+        SERVICES.len() + 2,
+        "three Deployments, the gateway and the Job"
     );
     for (workload, template) in pods {
         let pod = &template["spec"];
         let account = pod["serviceAccountName"]
             .as_str()
             .expect("a ServiceAccount");
-        let sidecar = named(&pod["initContainers"], "pilotfish")
-            .unwrap_or_else(|| panic!("{workload}: no init container `pilotfish`"));
         let what = format!("{workload}: the sidecar");
-        assert_eq!(
-            sidecar["restartPolicy"], "Always",
-            "{what} is a native sidecar"
-        );
+        let sidecar = if workload == GATEWAY {
+            named(&pod["containers"], "pilotfish")
+                .unwrap_or_else(|| panic!("{workload}: no container `pilotfish`"))
+        } else {
+            let sidecar = named(&pod["initContainers"], "pilotfish")
+                .unwrap_or_else(|| panic!("{workload}: no init container `pilotfish`"));
+            assert_eq!(
+                sidecar["restartPolicy"], "Always",
+                "{what} is a native sidecar"
+            );
+            sidecar
+        };
         assert_eq!(sidecar["image"], IMAGE, "{what}");
         assert_eq!(sidecar["imagePullPolicy"], "IfNotPresent", "{what}");
         assert_eq!(
@@ -699,10 +714,23 @@ fn sidecar_configs_pass_pilotfish_check() {
         .into_iter()
         .filter_map(|m| name(m).strip_suffix("-pilotfish"))
         .collect();
-    let expected: BTreeSet<&str> = SERVICES.into_iter().chain([JOB_IDENTITY]).collect();
+    let expected: BTreeSet<&str> = SERVICES
+        .into_iter()
+        .chain([JOB_IDENTITY, GATEWAY])
+        .collect();
     assert_eq!(accounts, expected, "one sidecar config per workload");
 
     let certs = Certs::new();
+    let jwt = certs.dir.path().join("jwt");
+    let made = Command::new(bin())
+        .args(["certs", "jwt", "--out", path_str(&jwt)])
+        .output()
+        .expect("run pilotfish certs jwt");
+    assert!(
+        made.status.success(),
+        "pilotfish certs jwt: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     for account in accounts {
         let (text, config) = manifests.sidecar_config(account);
         assert_eq!(
@@ -732,7 +760,7 @@ fn sidecar_configs_pass_pilotfish_check() {
             format!("127.0.0.1:{OUTBOUND_PORT}"),
             "{account}"
         );
-        if account == JOB_IDENTITY {
+        if account == JOB_IDENTITY || account == GATEWAY {
             assert_eq!(config.get("inbound"), None, "{account} only calls");
         } else {
             assert_eq!(
@@ -761,6 +789,10 @@ fn sidecar_configs_pass_pilotfish_check() {
             let path = format!("{CERTS_DIR}/{file}");
             assert_eq!(local.matches(&path).count(), 1, "{account}: {path}");
             local = local.replace(&path, path_str(&real));
+        }
+        if account == GATEWAY {
+            assert_eq!(local.matches(JWT_KEY).count(), 1, "{account}: {JWT_KEY}");
+            local = local.replace(JWT_KEY, path_str(&jwt.join("jwt.pub")));
         }
         let file = certs.dir.path().join(format!("{account}.yaml"));
         std::fs::write(&file, &local).expect("write config");
@@ -817,6 +849,8 @@ fn authorization_admits_the_demo_calls() {
         "GET",
         "/users/1"
     ));
+    assert!(admits("users", &service(GATEWAY), "GET", "/users/7"));
+    assert!(!admits("users", &service(GATEWAY), "DELETE", "/users/7"));
     assert!(admits(
         "notifications",
         &service("orders"),
@@ -837,6 +871,94 @@ fn authorization_admits_the_demo_calls() {
         "/orders"
     ));
     assert!(!admits("orders", &service("users"), "GET", "/orders/1"));
+}
+
+/// The edge gateway: Pilotfish alone in its pods (no capture, no app),
+/// behind a Service of type LoadBalancer whose port 80 reaches the
+/// gateway listener; tokens checked with the public key of the ConfigMap
+/// gateway-jwt; routes to services its config discovers; two pods, one of
+/// which stays through disruptions.
+#[test]
+fn the_gateway_runs_alone_behind_a_load_balancer() {
+    let manifests = Manifests::main();
+    let deployment = manifests.get("Deployment", GATEWAY);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let template = &deployment["spec"]["template"];
+    let pod = &template["spec"];
+    assert_eq!(pod["serviceAccountName"], GATEWAY);
+    assert!(manifests.find("ServiceAccount", GATEWAY).is_some());
+    assert_eq!(pod.get("initContainers"), None, "no capture");
+    let containers: Vec<&str> = list(&pod["containers"])
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(containers, ["pilotfish"], "Pilotfish alone");
+    let pilotfish = &pod["containers"][0];
+    let ports: Vec<(&Value, &Value)> = list(&pilotfish["ports"])
+        .iter()
+        .map(|p| (&p["name"], &p["containerPort"]))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (&json!("http"), &json!(8080)),
+            (&json!("admin"), &json!(ADMIN_PORT))
+        ]
+    );
+    for (key, value) in [
+        ("prometheus.io/scrape", "true"),
+        ("pilotfish.io/admin-port", "9901"),
+    ] {
+        assert_eq!(template["metadata"]["annotations"][key], value, "{key}");
+    }
+
+    let service = manifests.get("Service", GATEWAY);
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    let labels = &template["metadata"]["labels"];
+    let selector = service["spec"]["selector"].as_object().expect("a selector");
+    assert!(!selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v));
+    let ports: Vec<(&Value, &Value)> = list(&service["spec"]["ports"])
+        .iter()
+        .map(|p| (&p["port"], &p["targetPort"]))
+        .collect();
+    assert_eq!(ports, [(&json!(80), &json!(8080))]);
+
+    let (_, config) = manifests.sidecar_config(GATEWAY);
+    assert_eq!(config["gateway"]["listen"], "0.0.0.0:8080");
+    let jwt = &config["gateway"]["jwt"];
+    assert_eq!(jwt["issuer"], "https://pilotfish.demo");
+    assert_eq!(jwt["audiences"], json!(["demo"]));
+    assert_eq!(jwt["keys"], json!([{ "pem": JWT_KEY }]));
+    let mounts = list(&pilotfish["volumeMounts"]);
+    let key_dir = JWT_KEY.rsplit_once('/').map_or(JWT_KEY, |(dir, _)| dir);
+    let volume = volume_at(pod, mounts, key_dir, "the gateway");
+    assert_eq!(volume["configMap"]["name"], "gateway-jwt");
+    let routed: BTreeSet<&str> = list(&config["gateway"]["routes"])
+        .iter()
+        .filter_map(|r| r["service"].as_str())
+        .collect();
+    assert_eq!(routed, BTreeSet::from(["orders", "users"]));
+    for destination in routed {
+        assert!(
+            config["outbound"]["services"].get(destination).is_some(),
+            "gateway -> {destination}: not in outbound.services"
+        );
+    }
+    let public: Vec<&Value> = list(&config["gateway"]["routes"])
+        .iter()
+        .filter(|r| r["auth"] == "public")
+        .collect();
+    assert!(
+        public.iter().all(|r| r.get("service").is_none()),
+        "no service is open without a token: {public:?}"
+    );
+
+    let pdb = manifests.get("PodDisruptionBudget", GATEWAY);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
 }
 
 /// Autoscaling (CPU 70%, 2 to 10) and a disruption budget (one pod stays)

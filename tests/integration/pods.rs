@@ -3,7 +3,9 @@
 //! as CI builds it) holds the binary and its libraries and nothing else,
 //! runs as UID 2102 and serves with a read-only root filesystem; the
 //! Compose file of `deploy/compose` runs the demo mesh as pods and answers
-//! the README's curl line across mTLS, and `down` leaves nothing behind.
+//! the README's curl line across mTLS, its edge gateway answers a call
+//! with a demo token and refuses one without, and `down` leaves nothing
+//! behind.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -188,12 +190,14 @@ fn the_compose_mesh_answers_the_readme_curl_across_mtls_and_down_leaves_nothing(
     let image = image();
     let entry = free_addr();
     let admin = free_addr();
+    let gateway = free_addr();
     let compose = Compose::new(
         "deploy/compose/compose.yaml",
         &[
             ("PILOTFISH_IMAGE", image.to_owned()),
             ("PILOTFISH_ENTRY_PORT", entry.port().to_string()),
             ("PILOTFISH_ADMIN_PORT", admin.port().to_string()),
+            ("PILOTFISH_GATEWAY_PORT", gateway.port().to_string()),
         ],
     );
     compose.ok(&["up", "-d"]);
@@ -220,6 +224,7 @@ fn the_compose_mesh_answers_the_readme_curl_across_mtls_and_down_leaves_nothing(
         echo.contains("spiffe://cluster.local/ns/default/sa/client"),
         "{echo}"
     );
+    the_compose_gateway_wants_a_demo_token(&compose, gateway);
     // A second `up` (the certificates volume already holds the CA) changes
     // nothing that runs.
     compose.ok(&["up", "-d"]);
@@ -227,22 +232,74 @@ fn the_compose_mesh_answers_the_readme_curl_across_mtls_and_down_leaves_nothing(
         http_get(entry, "orders", "/orders/7").filter(|(status, _)| *status == 200)
     });
     assert!(again.is_some(), "not serving after a second up");
+    the_compose_gateway_wants_a_demo_token(&compose, gateway);
 
     compose.ok(&["down", "-v", "-t", "5"]);
     let left = compose.leftovers();
     assert!(left.is_empty(), "down left {left:?}");
 }
 
+/// The gateway of the Compose mesh (published on `gateway`): a token that
+/// the image's `pilotfish token` signs with the key the one-shot `jwt`
+/// service wrote (run in that service's container, with its volume) gets
+/// orders' answer, which says who signed in; no token gets 401.
+fn the_compose_gateway_wants_a_demo_token(compose: &Compose, gateway: SocketAddr) {
+    let key = "/var/run/pilotfish/certs/jwt.key";
+    let printed = compose.ok(&[
+        "run", "--rm", "-T", "jwt", "token", "--key", key, "--sub", "alice", "--roles", "admin",
+    ]);
+    let token = printed
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_else(|| panic!("`pilotfish token` printed no token: {printed:?}"));
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let bearer = format!("Bearer {token}");
+    let answer = eventually(PATIENCE, || {
+        http_request(
+            gateway,
+            "gateway",
+            "/orders/42",
+            &[("Authorization", &bearer)],
+        )
+        .filter(|(status, _)| *status == 200)
+    });
+    let Some((_, body)) = answer else {
+        let logs = compose.run(&["logs", "--no-color", "gateway"]);
+        panic!(
+            "the gateway never answered 200 with a token:\n{}",
+            String::from_utf8_lossy(&logs.stdout)
+        );
+    };
+    let order: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(order["order"]["id"], 42, "{body}");
+    assert_eq!(order["signed_in"]["x-user-id"], "alice", "{body}");
+    assert_eq!(order["signed_in"]["x-user-roles"], "admin", "{body}");
+    let refused = http_get(gateway, "gateway", "/orders/42");
+    assert_eq!(refused.map(|(status, _)| status), Some(401), "no token");
+}
+
 /// A plain HTTP/1.1 GET with `Connection: close`; the status and body, or
 /// `None` when nothing answers in HTTP.
 fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    http_request(addr, host, path, &[])
+}
+
+/// [`http_get`] with more header fields.
+fn http_request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
     let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).ok()?;
     let mut raw = Vec::new();
     let _ = tcp.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw);

@@ -22,7 +22,7 @@ fn sslyze() -> PathBuf {
 }
 
 /// Scans `addr` with every protocol version; returns the server's result.
-async fn scan(addr: std::net::SocketAddr) -> Value {
+pub(crate) async fn scan(addr: std::net::SocketAddr) -> Value {
     let out = tempfile::NamedTempFile::new().expect("temp file");
     let out_path = out.path().to_owned();
     let status = tokio::task::spawn_blocking(move || {
@@ -49,7 +49,7 @@ async fn scan(addr: std::net::SocketAddr) -> Value {
     json["server_scan_results"][0].clone()
 }
 
-fn accepted(result: &Value, protocol: &str) -> Vec<String> {
+pub(crate) fn accepted(result: &Value, protocol: &str) -> Vec<String> {
     let scan = &result["scan_result"][protocol];
     assert_eq!(scan["status"], "COMPLETED", "{protocol}: {scan}");
     scan["result"]["accepted_cipher_suites"]

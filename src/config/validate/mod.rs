@@ -6,8 +6,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+mod gateway;
 mod outbound;
 mod rate_limit;
+mod route;
 
 pub use self::outbound::expected_identity;
 use super::{Config, ConfigError, Located, Position, Transport};
@@ -75,8 +77,17 @@ pub(super) fn validate(config: &Config, file: &Path) -> Vec<ConfigError> {
     }
     if let Some(outbound) = &config.outbound {
         outbound::check_services(config, outbound, r);
-        outbound::check_routes(outbound, r);
+        route::check_routes(
+            "outbound.routes",
+            &outbound.routes,
+            &outbound.services,
+            false,
+            r,
+        );
         outbound::check_detection(outbound, r);
+    }
+    if let Some(gateway) = &config.gateway {
+        gateway::check_gateway(config, gateway, r);
     }
     check_limits(config, r);
     check_telemetry(config, r);
@@ -204,6 +215,14 @@ fn check_listeners(config: &Config, r: &mut Report<'_>) {
             if let Some(listen) = &dst.listen {
                 listeners.push(("a destination's listen", listen));
             }
+        }
+    }
+    if let Some(gateway) = &config.gateway {
+        if let Some(listen) = &gateway.listen {
+            listeners.push(("gateway.listen", listen));
+        }
+        if let Some(tls) = &gateway.tls {
+            listeners.push(("gateway.tls.listen", &tls.listen));
         }
     }
     for (i, (name, addr)) in listeners.iter().enumerate() {

@@ -1,12 +1,13 @@
-//! Checks of `outbound:`: destinations, their resilience settings, routes.
+//! Checks of `outbound:`: destinations and their resilience settings (the
+//! routes: `route.rs`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Report;
 use crate::config::{
-    Config, DestinationConfig, FallbackConfig, OutboundConfig, Position, RetryConfig, Transport,
-    UpstreamProtocol,
+    Config, DestinationConfig, FallbackConfig, Located, OutboundConfig, Position, RetryConfig,
+    Transport, UpstreamProtocol,
 };
 use crate::identity::{ServiceName, SpiffeId, check_namespace};
 
@@ -77,7 +78,7 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
         check_resilience(name, dst, r);
         check_opaque(name, dst, r);
         if let Some(fallback) = &dst.fallback {
-            check_fallback(fallback, outbound, at, r);
+            check_fallback(fallback, &outbound.services, at, r);
         }
     }
     for service in outbound.routes.iter().flat_map(|route| route.services()) {
@@ -186,7 +187,7 @@ fn check_resilience(name: &str, dst: &DestinationConfig, r: &mut Report<'_>) {
     }
 }
 
-fn check_retries(retries: &RetryConfig, r: &mut Report<'_>) {
+pub(super) fn check_retries(retries: &RetryConfig, r: &mut Report<'_>) {
     if !(1..=10).contains(retries.attempts.get()) {
         r.error(
             retries.attempts.position(),
@@ -208,9 +209,9 @@ fn check_retries(retries: &RetryConfig, r: &mut Report<'_>) {
 }
 
 /// A fallback is a static response or another service, not both.
-fn check_fallback(
+pub(super) fn check_fallback(
     fallback: &FallbackConfig,
-    outbound: &OutboundConfig,
+    services: &BTreeMap<String, Located<DestinationConfig>>,
     at: Position,
     r: &mut Report<'_>,
 ) {
@@ -221,7 +222,7 @@ fn check_fallback(
             service.position(),
             "a fallback is a service or a static response (status, headers, body), not both",
         ),
-        Some(service) if !outbound.services.contains_key(service.as_str()) => r.error(
+        Some(service) if !services.contains_key(service.as_str()) => r.error(
             service.position(),
             format!("fallback to undefined service {:?}", service.get()),
         ),
@@ -259,83 +260,6 @@ pub fn expected_identity(
         Some(text) => ServiceName::new(text)
             .map(|sa| SpiffeId::for_service(&config.trust_domain, namespace, sa.as_str()))
             .map_err(|e| format!("identity: {e} (give a service name or a spiffe:// id)")),
-    }
-}
-
-pub(super) fn check_routes(outbound: &OutboundConfig, r: &mut Report<'_>) {
-    let mut seen: HashMap<(String, &str), Position> = HashMap::new();
-    let mut names: HashMap<&str, Position> = HashMap::new();
-    for route in &outbound.routes {
-        if let Some(name) = &route.name {
-            let valid = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
-            if !valid {
-                r.error(
-                    name.position(),
-                    format!(
-                        "route name {:?}: use 1 to 64 letters, digits, '.', '_', '/' or '-'",
-                        name.get()
-                    ),
-                );
-            }
-            if let Some(first) = names.insert(name.as_str(), name.position()) {
-                r.error(
-                    name.position(),
-                    format!(
-                        "route name {:?} is used twice (first at line {})",
-                        name.get(),
-                        first.line
-                    ),
-                );
-            }
-        }
-        for service in route.services() {
-            if !outbound.services.contains_key(service.as_str()) {
-                let known: Vec<&str> = outbound.services.keys().map(String::as_str).collect();
-                r.error(
-                    service.position(),
-                    format!(
-                        "route to undefined service {:?} (defined: {})",
-                        service.get(),
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
-        }
-        if let Err(e) = crate::authority::parse_route_host(&route.host) {
-            r.error(route.host.position(), e);
-        }
-        if !route.path_prefix.starts_with('/') {
-            r.error(
-                route.host.position(),
-                format!("path_prefix {:?} must start with '/'", route.path_prefix),
-            );
-        }
-        if let Some(retries) = &route.retries {
-            check_retries(retries, r);
-        }
-        if let Some(fallback) = &route.fallback {
-            check_fallback(fallback, outbound, route.host.position(), r);
-        }
-        let key = (route.host.to_ascii_lowercase(), route.path_prefix.as_str());
-        if let Some(first) = seen.insert(key, route.host.position()) {
-            r.error(
-                route.host.position(),
-                format!(
-                    "duplicate route for host {:?} and path_prefix {:?} (first at line {})",
-                    route.host.get(),
-                    route.path_prefix,
-                    first.line
-                ),
-            );
-        }
     }
 }
 

@@ -98,10 +98,23 @@ fn check_rate(what: &str, rate: &f64, at: Position, r: &mut Report<'_>) {
 /// direction, and destinations and routes that exist.
 fn check_scope(config: &Config, limit: &RateLimitConfig, r: &mut Report<'_>) {
     let direction = *limit.direction.get();
-    if direction == LimitDirection::Outbound && *limit.key.get() == LimitKey::Caller {
+    if direction != LimitDirection::Inbound && *limit.key.get() == LimitKey::Caller {
         r.error(
             limit.key.position(),
-            "key: caller applies to inbound limits (outbound, the caller is always this app)",
+            "key: caller applies to inbound limits (outbound, the caller is always this app; \
+             at the gateway, key by a token claim or the client address)",
+        );
+    }
+    if direction != LimitDirection::Gateway && matches!(limit.key.get(), LimitKey::Claim(_)) {
+        r.error(
+            limit.key.position(),
+            "key: { claim: ... } applies to gateway limits, where tokens are verified",
+        );
+    }
+    if direction == LimitDirection::Gateway && config.gateway.is_none() {
+        r.error(
+            limit.direction.position(),
+            "a gateway rate limit needs `gateway:`",
         );
     }
     if let LimitKey::Header(header) = limit.key.get() {
@@ -122,9 +135,13 @@ fn check_scope(config: &Config, limit: &RateLimitConfig, r: &mut Report<'_>) {
             );
             continue;
         }
+        let routes = match direction {
+            LimitDirection::Gateway => config.gateway.as_ref().map(|g| &g.routes),
+            _ => outbound.map(|o| &o.routes),
+        };
         let known = match what {
             "service" => outbound.is_some_and(|o| o.services.contains_key(filter.as_str())),
-            _ => outbound.is_some_and(|o| o.routes.iter().any(|rt| rt.label() == *filter.get())),
+            _ => routes.is_some_and(|routes| routes.iter().any(|rt| rt.label() == *filter.get())),
         };
         if !known {
             r.error(
@@ -152,11 +169,13 @@ fn check_overrides(limit: &RateLimitConfig, r: &mut Report<'_>) {
                     r.error(at, e);
                 }
             }
-            (None, Some(_), LimitKey::Header(_) | LimitKey::ClientAddress) => {}
+            (None, Some(_), LimitKey::Header(_) | LimitKey::Claim(_) | LimitKey::ClientAddress) => {
+            }
             (Some(_), _, _) => r.error(at, "a `caller` override needs key: caller"),
             (None, Some(_), _) => r.error(
                 at,
-                "a `value` override needs key: { header: NAME } or key: client-address",
+                "a `value` override needs key: { header: NAME }, { claim: NAME } or \
+                 client-address",
             ),
             (None, None, _) => r.error(at, "an override needs `caller` or `value`"),
         }

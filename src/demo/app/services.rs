@@ -1,7 +1,8 @@
 //! The three demo services' own endpoints: `users` answers from fake data,
 //! `notifications` counts what it is sent, and `orders` calls both (through
 //! its sidecar) and combines the answers, or creates an order and
-//! publishes an event for it (see [`super::events`]).
+//! publishes an event for it (see [`super::events`]); called through the
+//! edge gateway, orders also says who signed in (`signed_in`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,8 +112,24 @@ pub async fn order(id: &str, headers: &HeaderMap, sidecar: Option<SocketAddr>) -
         Err(response) => return response,
     };
     let order = fake_order(order_id, user_id);
-    let value = json!({ "order": order, "user": user, "notification": notification });
+    let mut value = json!({ "order": order, "user": user, "notification": notification });
+    if let Some(caller) = signed_in(headers) {
+        value["signed_in"] = caller;
+    }
     reply::json(StatusCode::OK, &value)
+}
+
+/// Who called, when the request came through the edge gateway with a
+/// token: the gateway sets `x-user-id` (the token's `sub`) and
+/// `x-user-roles` from it, having removed any a client sent.
+fn signed_in(headers: &HeaderMap) -> Option<Value> {
+    let field = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let user = field("x-user-id")?;
+    Some(json!({ "x-user-id": user, "x-user-roles": field("x-user-roles") }))
 }
 
 /// What `POST /orders` needs of the service.
@@ -164,7 +181,10 @@ pub async fn create_order(new: NewOrder<'_>, headers: &HeaderMap) -> Response<Bo
             }
         },
     };
-    let value = json!({ "order": order, "user": user, "event": event });
+    let mut value = json!({ "order": order, "user": user, "event": event });
+    if let Some(caller) = signed_in(headers) {
+        value["signed_in"] = caller;
+    }
     reply::json(StatusCode::CREATED, &value)
 }
 
@@ -205,6 +225,18 @@ async fn call(call: Call<'_>, sidecar: SocketAddr) -> Result<Value, Response<Bod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signed_in_user_is_what_the_gateway_said() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(signed_in(&headers), None);
+        headers.insert("x-user-id", http::HeaderValue::from_static("alice"));
+        headers.insert("x-user-roles", http::HeaderValue::from_static("admin"));
+        assert_eq!(
+            signed_in(&headers),
+            Some(json!({ "x-user-id": "alice", "x-user-roles": "admin" }))
+        );
+    }
 
     #[test]
     fn fake_users_are_deterministic_and_distinct() {

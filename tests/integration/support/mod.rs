@@ -7,6 +7,7 @@ pub mod client;
 pub mod demo_app;
 pub mod docker;
 pub mod files;
+pub mod gateway;
 pub mod inspect;
 pub mod load;
 pub mod mesh;

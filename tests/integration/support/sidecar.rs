@@ -288,6 +288,9 @@ pub struct Sidecar {
     pub admin: SocketAddr,
     pub inbound: Option<SocketAddr>,
     pub outbound: Option<SocketAddr>,
+    /// The gateway's plain HTTP and HTTPS listeners, when configured.
+    pub gateway: Option<SocketAddr>,
+    pub gateway_tls: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     stdout: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
@@ -370,6 +373,8 @@ impl Sidecar {
             admin: SocketAddr::from(([0; 4], 0)),
             inbound: None,
             outbound: None,
+            gateway: None,
+            gateway_tls: None,
             logs,
             stdout,
             lines,
@@ -404,6 +409,8 @@ impl Sidecar {
                         Some("admin") => self.admin = addr,
                         Some("inbound") => self.inbound = Some(addr),
                         Some("outbound") => self.outbound = Some(addr),
+                        Some("gateway") => self.gateway = Some(addr),
+                        Some("gateway-tls") => self.gateway_tls = Some(addr),
                         // An opaque destination's own listener: its address
                         // is fixed in the config, so tests know it already.
                         Some("opaque") => {}
