@@ -129,8 +129,8 @@ fn gateway(out: &mut String, mesh: &Mesh, token: &Token<'_>) {
     let _ = writeln!(
         out,
         "\nThe way in for clients outside the mesh: the gateway on {entry} checks a token\n\
-         (signed with the demo key {key}, made by `pilotfish token`), then calls orders over\n\
-         mTLS as `gateway`; the orders app shows who called (x-user-id, x-user-roles):\n\
+         (`pilotfish token` signs one with the demo key {key}), then calls orders over\n\
+         mTLS as `gateway`; the orders app shows who signed in (x-user-id, x-user-roles):\n\
          curl -s -H \"Authorization: Bearer $({alice})\" http://{entry}/orders/42\n\
          \n\
          Without a token: 401. users is for the admin role only (403 without it):\n\

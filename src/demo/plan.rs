@@ -491,7 +491,7 @@ mod tests {
             // The broker is open to raw TCP on its port only; apps, to HTTP only.
             let expected: Vec<u16> = match node.beside {
                 Beside::Broker => node.app.map(|a| a.port()).into_iter().collect(),
-                Beside::App | Beside::Nothing => Vec::new(),
+                Beside::App | Beside::Nothing | Beside::Gateway => Vec::new(),
             };
             assert_eq!(opaque, expected, "{}", node.name);
             assert_eq!(rule_ports, expected, "{}", node.name);

@@ -723,3 +723,99 @@ async fn reference_example_ids_traces_and_access_log_as_commented() {
     assert_eq!(line["request_id"], request_id, "{line}");
     assert_eq!(line["trace_id"], trace_id, "{line}");
 }
+
+/// A request to the gateway's plain listener, with a bearer token if given.
+async fn through_gateway(
+    gateway: &Sidecar,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> Collected {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "api.example.com");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(empty()).expect("request");
+    let addr = gateway.gateway.expect("the gateway's listener");
+    collect(send_h1(addr, req).await).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_example_routes_checks_tokens_and_keeps_the_monolith_as_commented() {
+    let workspace = Workspace::new();
+    let keys = workspace.dir.path().join("certs/dev");
+    pilotfish(&["certs", "jwt", "--out", path_str(&keys)]);
+    let orders_example = workspace.shipped("orders");
+    let example = workspace.shipped("gateway");
+
+    let orders_app = App::start().await;
+    let orders = orders_example.start(&orders_example.isolated(Some(orders_app.addr)));
+    let monolith = App::start().await;
+    let mut config = example.isolated(None);
+    set(&mut config, "/gateway/listen", json!("127.0.0.1:0"));
+    endpoints(&mut config, "orders", &[orders.inbound()]);
+    endpoints(&mut config, "monolith", &[monolith.addr]);
+    let gateway = example.start(&config);
+    let token = |roles: &str| {
+        let out = pilotfish(&[
+            "token",
+            "--key",
+            path_str(&keys.join("jwt.key")),
+            "--sub",
+            "alice",
+            "--roles",
+            roles,
+        ]);
+        String::from_utf8(out.stdout)
+            .expect("token")
+            .trim()
+            .to_owned()
+    };
+    let user = token("user");
+    let admin = token("admin");
+
+    // Health checks: answered at the gateway, no token.
+    let health = through_gateway(&gateway, Method::GET, "/healthz", None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.text(), "ok\n");
+
+    // The orders API needs a token; with one, orders gets /orders/42 from
+    // the gateway's identity, with the user's.
+    let refused = through_gateway(&gateway, Method::GET, "/api/orders/42", None).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some("Bearer realm=\"pilotfish\"")
+    );
+    let read = through_gateway(&gateway, Method::GET, "/api/orders/42", Some(&user)).await;
+    assert_admitted(&read, "GET /api/orders/42 with a token");
+    let seen = orders_app.last();
+    assert_eq!(seen.path, "/orders/42");
+    assert_eq!(seen.header("x-user-id"), Some("alice"));
+    assert_eq!(seen.header("x-user-roles"), Some("user"));
+    assert_eq!(seen.client_id(), Some(id("default", "gateway").as_str()));
+
+    // Deleting takes the admin role.
+    let denied = through_gateway(&gateway, Method::DELETE, "/api/orders/7", Some(&user)).await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    let deleted = through_gateway(&gateway, Method::DELETE, "/api/orders/7", Some(&admin)).await;
+    assert_admitted(&deleted, "DELETE /api/orders/7 as admin");
+    assert_eq!(
+        (orders_app.last().method, orders_app.last().path),
+        (Method::DELETE, "/orders/7".to_owned())
+    );
+
+    // Everything else still reaches the monolith, as it was, without a token.
+    let legacy = through_gateway(&gateway, Method::GET, "/account/settings", None).await;
+    assert_admitted(&legacy, "the monolith");
+    assert_eq!(monolith.last().path, "/account/settings");
+    // No token reaches a log line.
+    let logs = [gateway.stdout(), gateway.logs()].concat().join("\n");
+    assert!(
+        !logs.contains(&user) && !logs.contains(&admin),
+        "a token was logged"
+    );
+}

@@ -296,6 +296,10 @@ async fn a_token_in_the_query_string_is_refused_unless_allowed_and_never_logged(
     assert_eq!(response.status, 200, "{}", response.text());
     let got = edge.orders.app.last();
     assert_eq!(got.all("x-user-id"), ["alice"]);
+    // The token goes no further than the gateway; the rest of the query does.
+    let query = got.query.clone().unwrap_or_default();
+    assert!(!query.contains(&token), "the app got the token: {query}");
+    assert!(query.contains("page=2"), "{query}");
     edge.gateway.wait_access_log(1, Duration::from_secs(5));
     assert_not_logged(&edge.gateway, &token);
 }
@@ -528,6 +532,57 @@ async fn the_https_listener_speaks_http_1_1_and_http_2_by_alpn() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_server_certificate_is_served_without_a_restart() {
+    let certs = Certs::new();
+    let orders = MeshService::start(&certs, "orders").await;
+    let server = ServerCert::new();
+    let gateway = open_gateway(&certs, &orders, &server).await;
+    let pid = gateway.pid();
+    let next = ServerCert::new();
+    assert!(
+        tls_connect(
+            tls(&gateway),
+            tls_config(&next.ca(), None, false),
+            "localhost"
+        )
+        .await
+        .is_err(),
+        "the next CA is not trusted yet"
+    );
+    // The key first, then the certificate, each renamed into place.
+    for (from, to) in [(next.key(), server.key()), (next.cert(), server.cert())] {
+        let tmp = to.with_extension("new");
+        std::fs::copy(&from, &tmp).expect("copy");
+        std::fs::rename(&tmp, &to).expect("rename");
+    }
+    eventually("the new certificate served", async || {
+        tls_connect(
+            tls(&gateway),
+            tls_config(&next.ca(), None, false),
+            "localhost",
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+    let stream = tls_connect(
+        tls(&gateway),
+        tls_config(&next.ca(), None, false),
+        "localhost",
+    )
+    .await
+    .expect("TLS handshake");
+    let response = collect(
+        send_h1_over(stream, get_with("/after", None))
+            .await
+            .expect("HTTPS request"),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(gateway.pid(), pid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_https_listener_passes_the_tls_scan() {
     let certs = Certs::new();
     let orders = MeshService::start(&certs, "orders").await;
@@ -613,4 +668,97 @@ async fn the_plain_listener_cuts_off_a_slow_header_sender() {
     // A prompt client is served.
     let response = call(&gateway, get_with("/ok", None)).await;
     assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// Statuses of `n` requests sent one after the other, built by `make`.
+async fn statuses(gateway: &Sidecar, n: usize, make: impl Fn() -> Request<TestBody>) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(call(gateway, make()).await.status.as_u16());
+    }
+    out
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// A limit of 3 requests per key, refilled far slower than a test runs.
+fn slow_limit(key: &str) -> String {
+    format!(
+        "rate_limits:\n  - {{ name: per-client, direction: gateway, key: {key}, rate: 0.001, burst: 3 }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_limit_keyed_on_a_claim_gives_each_user_their_own_budget() {
+    let certs = Certs::new();
+    let keys = TokenKeys::new();
+    let orders = MeshService::start(&certs, "orders").await;
+    let gateway = GatewaySetup::new(&certs)
+        .mesh("orders", &[orders.endpoint()])
+        .gateway(&jwt_yaml(&keys.pem_and_jwks(), ""))
+        .gateway(ROUTES)
+        .extra(&slow_limit("{ claim: sub }"))
+        .start();
+    let alice = keys.es256(&claims("alice", &[]));
+    let bob = keys.es256(&claims("bob", &[]));
+    let seen = statuses(&gateway, 6, || get_with("/orders/1", Some(&alice))).await;
+    assert_eq!(count(&seen, 200), 3, "{seen:?}");
+    assert_eq!(count(&seen, 429), 3, "{seen:?}");
+    // A new token for alice is still alice.
+    let again = keys.rs256(&claims("alice", &[]));
+    assert_eq!(
+        call(&gateway, get_with("/orders/1", Some(&again)))
+            .await
+            .status,
+        429
+    );
+    let seen = statuses(&gateway, 3, || get_with("/orders/1", Some(&bob))).await;
+    assert_eq!(seen, [200, 200, 200], "bob pays for alice");
+    assert_not_logged(&gateway, &alice);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_cannot_pick_its_own_address_for_a_limit_unless_a_proxy_in_front_is_trusted() {
+    let certs = Certs::new();
+    let orders = MeshService::start(&certs, "orders").await;
+    let from = |ip: &'static str| {
+        move || {
+            request("GET", "/x")
+                .header("x-forwarded-for", ip)
+                .body(empty())
+                .expect("request")
+        }
+    };
+    let start = |hops: u32| {
+        GatewaySetup::new(&certs)
+            .mesh("orders", &[orders.endpoint()])
+            .gateway("  routes:\n    - { path_prefix: /, service: orders }\n")
+            .extra(&slow_limit("client-address"))
+            .start_with_hops(hops)
+    };
+
+    // No trusted hop: every forged X-Forwarded-For is still 127.0.0.1.
+    let gateway = start(0);
+    let mut seen = Vec::new();
+    for ip in [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+    ] {
+        seen.extend(statuses(&gateway, 2, from(ip)).await);
+    }
+    assert_eq!(count(&seen, 200), 3, "{seen:?}");
+    assert_eq!(count(&seen, 429), 5, "{seen:?}");
+    drop(gateway);
+
+    // One trusted hop (a load balancer that appends what it saw): its
+    // entry is the client, and each client has its own budget.
+    let gateway = start(1);
+    for ip in ["198.51.100.1", "198.51.100.2"] {
+        let seen = statuses(&gateway, 4, from(ip)).await;
+        assert_eq!(seen, [200, 200, 200, 429], "{ip}");
+    }
 }

@@ -17,6 +17,7 @@ mod errors;
 mod examples;
 mod faults;
 mod gateway;
+mod gateway_limits;
 mod gateway_routes;
 mod grpc;
 mod hardening;

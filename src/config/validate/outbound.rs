@@ -81,7 +81,13 @@ pub(super) fn check_services(config: &Config, outbound: &OutboundConfig, r: &mut
             check_fallback(fallback, &outbound.services, at, r);
         }
     }
-    for service in outbound.routes.iter().flat_map(|route| route.services()) {
+    let gateway_routes = config.gateway.iter().flat_map(|g| g.routes.iter());
+    for service in outbound
+        .routes
+        .iter()
+        .chain(gateway_routes)
+        .flat_map(|route| route.services())
+    {
         let opaque = outbound
             .services
             .get(service.as_str())

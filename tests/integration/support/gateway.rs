@@ -194,6 +194,8 @@ pub struct TokenKeys {
     pub rsa_public_pem: String,
     pub ec: EncodingKey,
     pub ed: EncodingKey,
+    /// The Ed25519 public key, raw (for its JWK).
+    pub ed_public: Vec<u8>,
     /// Not in the JWKS file until a test puts it there.
     pub ec2: EncodingKey,
     pub secret: Vec<u8>,
@@ -220,6 +222,7 @@ impl TokenKeys {
             rsa_public_pem,
             ec: ec_key(),
             ed,
+            ed_public: ed_pair.public_key_raw().to_vec(),
             ec2: ec_key(),
             secret,
         };
@@ -243,12 +246,22 @@ impl TokenKeys {
 
     /// The public JWK of the key `kid` (`k1`, `k2` or `ed1`).
     pub fn jwk(&self, kid: &str) -> Value {
-        let (key, alg) = match kid {
-            EC_KID => (&self.ec, Algorithm::ES256),
-            EC2_KID => (&self.ec2, Algorithm::ES256),
-            ED_KID => (&self.ed, Algorithm::EdDSA),
+        let key = match kid {
+            EC_KID => &self.ec,
+            EC2_KID => &self.ec2,
+            // jsonwebtoken cannot make an OKP JWK (RFC 8037) itself.
+            ED_KID => {
+                return json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": "EdDSA",
+                    "kid": kid,
+                    "x": base64url(&self.ed_public),
+                });
+            }
             other => panic!("no key {other}"),
         };
+        let alg = Algorithm::ES256;
         let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(key, alg).expect("jwk");
         let mut jwk = serde_json::to_value(jwk).expect("jwk JSON");
         jwk["kid"] = json!(kid);
@@ -305,6 +318,22 @@ impl TokenKeys {
             claims,
         )
     }
+}
+
+/// Base64url without padding (RFC 4648 5).
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
 }
 
 /// A signed token.
@@ -443,20 +472,30 @@ impl GatewaySetup {
     /// The config text; pilotfish's own debug logs are on, so that a
     /// token written to any log line would be seen.
     pub fn yaml(&self) -> String {
+        self.yaml_with_hops(0)
+    }
+
+    /// The config text with `trusted_hops: hops`.
+    pub fn yaml_with_hops(&self, hops: u32) -> String {
         let y = self.config.yaml().replacen(
             "\nlog:\n  format: json\n",
             "\nlog:\n  format: json\n  level: info,pilotfish=debug\n",
             1,
         );
         format!(
-            "{y}gateway:\n  listen: 127.0.0.1:0\n  trusted_hops: 0\n{}",
+            "{y}gateway:\n  listen: 127.0.0.1:0\n  trusted_hops: {hops}\n{}",
             self.gateway
         )
     }
 
     /// Starts it and waits until it is ready.
     pub fn start(&self) -> Sidecar {
-        let gateway = Sidecar::start_yaml(&self.yaml());
+        self.start_with_hops(0)
+    }
+
+    /// Starts it with `trusted_hops: hops`.
+    pub fn start_with_hops(&self, hops: u32) -> Sidecar {
+        let gateway = Sidecar::start_yaml(&self.yaml_with_hops(hops));
         assert!(gateway.gateway.is_some(), "no gateway listener logged");
         gateway
     }
