@@ -745,6 +745,14 @@ async fn through_gateway(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_example_routes_checks_tokens_and_keeps_the_monolith_as_commented() {
+    // The README shows the file whole.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("config/gateway.yaml")).expect("read");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("read README");
+    assert!(
+        readme.contains(&format!("```yaml\n{shipped}```")),
+        "README.md's gateway example differs from config/gateway.yaml"
+    );
     let workspace = Workspace::new();
     let keys = workspace.dir.path().join("certs/dev");
     pilotfish(&["certs", "jwt", "--out", path_str(&keys)]);
