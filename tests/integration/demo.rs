@@ -57,7 +57,7 @@ async fn demo_mesh_serves_the_printed_curl_and_stops_every_process_on_ctrl_c() {
     the_printed_curl_gets_an_order_with_its_user_and_notification(&curl).await;
     users_answer_through_the_mesh_with_the_callers_identity(curl.addr).await;
     the_written_configs_pass_check(dir.path()).await;
-    the_gateway_answers_the_printed_call_with_a_demo_token(&banner).await;
+    the_gateway_answers_the_printed_call_with_a_demo_token(&banner, dir.path()).await;
     injected_failures_show_as_a_502_naming_the_call(curl.addr).await;
     an_order_event_reaches_notifications_through_the_events_sidecar(&banner).await;
     ctrl_c_stops_the_demo_and_every_process_it_started(&mut demo).await;
@@ -233,13 +233,26 @@ async fn the_written_configs_pass_check(dir: &Path) {
 /// orders answers and says who signed in, even when the client claims to
 /// be someone else; without a token, 401; users, for admins only, refuses
 /// a token without the role with 403.
-async fn the_gateway_answers_the_printed_call_with_a_demo_token(banner: &str) {
+async fn the_gateway_answers_the_printed_call_with_a_demo_token(banner: &str, dir: &Path) {
     let line = banner
         .lines()
         .find(|l| l.starts_with("curl ") && l.contains("Authorization: Bearer $("))
         .unwrap_or_else(|| panic!("no curl line with a token in\n{banner}"));
     let mut call = CurlRequest::parse(&with_token(line).await);
     assert_eq!(call.path, "/orders/42", "{line}");
+
+    // The README's one line is this one as scripts/demo.sh runs the demo:
+    // the release binary, the folder .demo, the gateway on port 8080.
+    let readme_line = line
+        .replace(env!("CARGO_BIN_EXE_pilotfish"), "target/release/pilotfish")
+        .replace(&dir.join("jwt.key").display().to_string(), ".demo/jwt.key")
+        .replace(&call.addr.to_string(), "127.0.0.1:8080");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    assert!(
+        readme.lines().any(|l| l == readme_line),
+        "README.md no longer has the demo's gateway line:\n{readme_line}"
+    );
     let (status, body) = call.send().await;
     assert_eq!(status, StatusCode::OK, "{line}\n{body}");
     let order = json(&body);

@@ -18,6 +18,7 @@ mod examples;
 mod faults;
 mod gateway;
 mod gateway_limits;
+mod gateway_reload;
 mod gateway_routes;
 mod grpc;
 mod hardening;
