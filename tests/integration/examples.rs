@@ -675,6 +675,66 @@ async fn reference_example_routes_as_commented() {
         let series = format!(r#"pilotfish_requests_total{{direction="outbound",{selector}}}"#);
         assert_eq!(metric(sidecar, &series).await, count, "{series}");
     }
+
+    // The HTTPRoute forms on the sidecar's own routes. /v2/users: rewritten
+    // to /v1/users for users.internal, fields changed both ways.
+    let req = Request::get("/v2/users/3")
+        .header("host", "api.internal")
+        .header("x-debug", "1")
+        .body(empty())
+        .expect("request");
+    let response = collect(send_h1(sidecar.outbound(), req).await).await;
+    assert_admitted(&response, "/v2/users/3");
+    let seen = reference.users_app.last();
+    assert_eq!(seen.path, "/v1/users/3");
+    assert_eq!(seen.header("host"), Some("users.internal"));
+    assert_eq!(seen.header("x-env"), Some("prod"));
+    assert_eq!(seen.header("x-route"), Some("users-api"));
+    assert_eq!(seen.header("x-debug"), None);
+    // /old: a redirect, answered by the sidecar.
+    let response = call(sidecar, Method::GET, "api.internal", "/old/page?x=1").await;
+    assert_eq!(response.status, 301);
+    assert_eq!(
+        response.header("location"),
+        Some("https://api.example.com/new/page?x=1")
+    );
+    // /maintenance: a fixed answer.
+    let response = call(sidecar, Method::GET, "api.internal", "/maintenance").await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.text(), "down for maintenance\n");
+    // orders-canary: /orders goes to billing or legacy-inventory, and the
+    // cookie it sets keeps the client there.
+    let response = call(sidecar, Method::GET, "api.internal", "/orders").await;
+    assert_admitted(&response, "orders-canary");
+    let cookie = response
+        .header("set-cookie")
+        .expect("a sticky cookie")
+        .to_owned();
+    let pair = cookie.split(';').next().expect("cookie").to_owned();
+    let side = |pair: &str| pair.trim_start_matches("pf-backend=").to_owned();
+    let (billing_before, inventory_before) = (
+        reference.billing_app.seen().len(),
+        reference.inventory.seen().len(),
+    );
+    for _ in 0..5 {
+        let req = Request::get("/orders")
+            .header("host", "api.internal")
+            .header("cookie", pair.as_str())
+            .body(empty())
+            .expect("request");
+        let response = collect(send_h1(sidecar.outbound(), req).await).await;
+        assert_admitted(&response, "orders-canary with its cookie");
+        assert_eq!(response.header("set-cookie"), None, "the cookie stays");
+    }
+    let (billing, inventory) = (
+        reference.billing_app.seen().len() - billing_before,
+        reference.inventory.seen().len() - inventory_before,
+    );
+    match side(&pair).as_str() {
+        "billing" => assert_eq!((billing, inventory), (5, 0)),
+        "legacy-inventory" => assert_eq!((billing, inventory), (0, 5)),
+        other => panic!("a cookie for {other}"),
+    }
 }
 
 /// `config/reference.yaml`: request ids ("a missing request id is made
