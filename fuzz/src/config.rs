@@ -194,6 +194,7 @@ fn check_builds(config: &Config) {
         // Take from every limit until refused, as a burst of requests would.
         let headers = HeaderMap::new();
         let caller = SpiffeId::for_service(&config.trust_domain, "default", "caller");
+        let claims = serde_json::json!({ "sub": "alice", "tier": 3 });
         for limit in &config.rate_limits {
             let subject = Subject {
                 caller: Some(&caller),
@@ -201,6 +202,7 @@ fn check_builds(config: &Config) {
                 headers: &headers,
                 service: limit.service.as_ref().map(|s| s.as_str()),
                 route: limit.route.as_ref().map(|r| r.as_str()),
+                claims: Some(&claims),
             };
             let burst = limit.burst.as_ref().map_or(2, |b| *b.get()).min(64) + 1;
             for _ in 0..burst {

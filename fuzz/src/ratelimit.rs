@@ -74,6 +74,7 @@ pub fn run(data: &[u8]) {
             headers: &headers,
             service,
             route,
+            claims: None,
         };
         if let Some(limited) = check(&limits, direction, &subject) {
             check_limited(&config, limited);

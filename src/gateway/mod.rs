@@ -406,11 +406,8 @@ impl Gateway {
             }
             None => self.table.find(target.as_ref(), req),
         };
-        let no_route = || match &target {
-            Some(target) => ProxyError::NoRoute {
-                host: target.host.clone().into_owned(),
-            },
-            None => ProxyError::NoAuthority,
+        let no_route = || ProxyError::NotFound {
+            path: req.uri().path().to_owned(),
         };
         // The table knows no service names here: only routes.
         match found.map(|found| (found.to, found.prefix)) {

@@ -136,6 +136,9 @@ pub enum Reason {
     BadRequest,
     /// No route matches the request's host and path.
     NoRoute,
+    /// No gateway route matches: the edge answers 404, as a web server
+    /// would, where a sidecar's 503 says its config lacks a destination.
+    NotFound,
     /// More header fields than the limit.
     HeadersTooLarge,
     /// The endpoint refused the TCP connection.
@@ -187,6 +190,7 @@ impl Reason {
         match self {
             Self::BadRequest => "bad-request",
             Self::NoRoute => "no-route",
+            Self::NotFound => "not-found",
             Self::HeadersTooLarge => "headers-too-large",
             Self::ConnectRefused => "connect-refused",
             Self::ConnectFailed => "connect-failed",
@@ -217,6 +221,7 @@ impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
             Self::Forbidden | Self::TunnelNotAllowed | Self::InsufficientScope => {
                 StatusCode::FORBIDDEN
             }
@@ -257,6 +262,12 @@ pub enum ProxyError {
     NoRoute {
         /// The host asked for.
         host: String,
+    },
+    /// See [`Reason::NotFound`].
+    #[error("no gateway route for {path:?}")]
+    NotFound {
+        /// The path asked for.
+        path: String,
     },
     /// See [`Reason::HeadersTooLarge`].
     #[error("{count} header fields, more than the limit of {limit}")]
@@ -421,6 +432,7 @@ impl ProxyError {
         match self {
             Self::NoAuthority | Self::InvalidPath => Reason::BadRequest,
             Self::NoRoute { .. } => Reason::NoRoute,
+            Self::NotFound { .. } => Reason::NotFound,
             Self::TooManyHeaders { .. } => Reason::HeadersTooLarge,
             Self::Connect { source, .. } => match source.kind() {
                 std::io::ErrorKind::ConnectionRefused => Reason::ConnectRefused,
@@ -511,6 +523,7 @@ impl ProxyError {
     fn to_grpc_response(&self, direction: Direction) -> Response<Body> {
         let code = match self.reason() {
             Reason::RateLimited => "8",
+            Reason::NotFound => "12", // UNIMPLEMENTED: no such method here
             _ => "14",
         };
         let mut response = Response::new(Body::Empty);
@@ -647,6 +660,7 @@ mod tests {
         let all = [
             Reason::BadRequest,
             Reason::NoRoute,
+            Reason::NotFound,
             Reason::HeadersTooLarge,
             Reason::ConnectRefused,
             Reason::ConnectFailed,
