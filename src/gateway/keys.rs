@@ -123,7 +123,9 @@ impl Keys {
                         .cloned();
                     let fetcher = match reused {
                         Some(fetcher) => fetcher,
-                        None => Fetcher::start(url, refresh)?,
+                        // Start-up waits for the first fetch; a reload
+                        // never holds the proxy's thread for it.
+                        None => Fetcher::start(url, refresh, previous.is_none())?,
                     };
                     fetchers.push(fetcher);
                 }
@@ -201,9 +203,9 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    /// Starts the task and waits for its first fetch, up to
+    /// Starts the task and, if `wait`, waits for its first fetch, up to
     /// [`FIRST_FETCH_WAIT`].
-    fn start(url: &str, refresh: Duration) -> Result<Arc<Fetcher>, BuildError> {
+    fn start(url: &str, refresh: Duration, wait: bool) -> Result<Arc<Fetcher>, BuildError> {
         let target = Target::parse(url)
             .map_err(|e| BuildError::config(format!("jwks_url {}: {e}", redacted(url))))?;
         let shared = Arc::new(Shared::default());
@@ -225,8 +227,10 @@ impl Fetcher {
                 });
             })
             .map_err(|e| BuildError::config(format!("jwks_url fetch thread: {e}")))?;
-        // Timed out or failed: the task goes on; tokens wait for its keys.
-        let _ = first_rx.recv_timeout(FIRST_FETCH_WAIT);
+        if wait {
+            // Timed out or failed: the task goes on; tokens wait for its keys.
+            let _ = first_rx.recv_timeout(FIRST_FETCH_WAIT);
+        }
         Ok(Arc::new(Fetcher {
             url: url.to_owned(),
             refresh,

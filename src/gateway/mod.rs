@@ -101,8 +101,8 @@ struct ServerTls {
 
 impl Gateway {
     /// Builds the gateway of `config` on the sidecar's outbound side (its
-    /// destinations). `previous` lends its token keys (a JWKS URL's fetch
-    /// goes on) when the `jwt` settings did not change.
+    /// destinations). `previous` lends the fetches of the JWKS URLs both
+    /// configs name, which go on undisturbed.
     pub fn build(
         config: &Config,
         gateway: &GatewayConfig,
@@ -133,8 +133,9 @@ impl Gateway {
             .collect();
         let auth = match &gateway.jwt {
             Some(jwt) => {
+                // The previous keys lend the fetches of the URLs both
+                // name, whatever else changed.
                 let reuse = previous
-                    .filter(|p| p.jwt.as_ref() == Some(jwt))
                     .and_then(|p| p.auth.as_ref())
                     .map(|a| a.load_full());
                 let keys = Keys::load(jwt, reuse.as_ref().map(|a| a.keys()))?;
