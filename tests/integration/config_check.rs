@@ -378,7 +378,7 @@ fn bad_rate_limits_point_at_the_value() {
         format!("{file}:20:11: rate limit \"a\" is defined twice (first at line 15)"),
         format!("{file}:21:16: an inbound rate limit needs `inbound:`"),
         format!(
-            "{file}:24:27: a `value` override needs key: {{ header: NAME }} or key: client-address"
+            "{file}:24:27: a `value` override needs key: {{ header: NAME }}, {{ claim: NAME }} or client-address"
         ),
         format!("{file}:25:22: redis \"http://localhost\" is not a Redis URL"),
     ] {
@@ -412,4 +412,51 @@ fn redis_over_tls_is_refused_at_check_not_at_run_time() {
     let plain = yaml.replace("rediss://", "redis://");
     let (code, out, _) = check(certs.dir.path(), "redis.yaml", &plain);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn bad_gateways_point_at_the_value() {
+    let certs = Certs::new();
+    let yaml = format!(
+        "{}gateway:
+  tls: {{ listen: 127.0.0.1:0, cert: /nonexistent/api.pem, key: /nonexistent/api-key.pem }}
+  jwt:
+    keys: [{{ jwks_url: \"ftp://keys\" }}]
+    claim_headers: {{ sub: x-user-id }}
+  routes:
+    - {{ path_prefix: /a, service: nowhere }}
+    - {{ path_prefix: /b, service: users, cors: {{ allow_origins: [\"*\"], allow_credentials: true }} }}
+    - {{ path_prefix: /c, service: users, auth: {{ roles: [] }} }}
+",
+        valid(&certs)
+    );
+    let (code, out, file) = check(certs.dir.path(), "gateway.yaml", &yaml);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        format!("{file}:20:35: route to undefined service \"nowhere\""),
+        format!("{file}:21:48: route \"*/b\": cors: \"*\" may not be used with allow_credentials"),
+        format!("{file}:22:48: route \"*/c\": name at least one role or scope"),
+        format!("{file}:17:12: jwks_url \"ftp://keys\": give an http:// or https:// URL"),
+        format!("{file}: gateway.jwt.claim_headers: \"sub\" -> \"x-user-id\""),
+        format!("{file}:15:37: gateway.tls: cannot read /nonexistent/api.pem"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(expected.as_str())),
+            "expected a line starting {expected:?} in:\n{out}"
+        );
+    }
+
+    // A gateway that checks no tokens runs, with a warning.
+    let open = format!(
+        "{}gateway:\n  listen: 127.0.0.1:0\n  routes:\n    - {{ path_prefix: /b, service: users }}\n",
+        valid(&certs)
+    );
+    let (code, out, file) = check(certs.dir.path(), "open.yaml", &open);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{file}: warning: gateway has no `jwt`: every route is public"
+        )),
+        "{out}"
+    );
 }

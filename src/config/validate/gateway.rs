@@ -41,6 +41,18 @@ pub(super) fn check_gateway(config: &Config, gateway: &GatewayConfig, r: &mut Re
     );
     for route in &gateway.routes {
         let Some(auth) = &route.auth else { continue };
+        if let RouteAuth::Roles(names) | RouteAuth::Scopes(names) = auth.get() {
+            if names.is_empty() || names.iter().any(String::is_empty) {
+                r.error(
+                    auth.position(),
+                    format!(
+                        "route {:?}: name at least one role or scope, none empty \
+                         (`auth: required` takes any valid token)",
+                        route.label()
+                    ),
+                );
+            }
+        }
         if gateway.jwt.is_none() && *auth.get() != RouteAuth::Public {
             r.error(
                 auth.position(),

@@ -177,6 +177,19 @@ pub fn warnings(config: &Config, file: &Path) -> Vec<ConfigError> {
             );
         }
     }
+    if let Some(gateway) = &config.gateway {
+        let forwards = gateway
+            .routes
+            .iter()
+            .any(|r| r.request_redirect.is_none() && r.direct_response.is_none());
+        if gateway.jwt.is_none() && forwards {
+            report.error(
+                Position::default(),
+                "warning: gateway has no `jwt`: every route is public, and the services \
+                 behind it see every client as the gateway",
+            );
+        }
+    }
     if config
         .tls
         .as_ref()
