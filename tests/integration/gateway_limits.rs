@@ -3,6 +3,8 @@
 //! `X-Forwarded-For` counts only as far as the trusted hops), locally and
 //! shared through Redis.
 
+use std::time::{Duration, Instant};
+
 use http::Request;
 
 use crate::support::gateway::*;
@@ -170,4 +172,86 @@ async fn two_gateways_share_a_user_s_budget_through_redis() {
     // One budget of 4 for alice across both (batched reservations may let
     // a request or two more through, never each gateway's whole burst).
     assert!((4..=6).contains(&passed), "{passed} of 12 passed");
+}
+
+/// Reads until the peer closes (or resets); how long that took, or `None`
+/// if it stayed open past `limit`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), tcp.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_over_its_connection_cap_closes_the_next_client_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = Certs::new();
+    let orders = MeshService::start(&certs, "orders").await;
+    let gateway = GatewaySetup::new(&certs)
+        .mesh("orders", &[orders.endpoint()])
+        .gateway("  max_connections: 2\n  routes:\n    - { path_prefix: /, service: orders }\n")
+        .start();
+    let addr = plain(&gateway);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET /x HTTP/1.1\r\nHost: api.test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = vec![0u8; 8192];
+        assert!(tcp.read(&mut buf).await.expect("response") > 0);
+        held.push(tcp);
+    }
+    let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = third
+        .write_all(b"GET /x HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await;
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the third connection was served"
+    );
+    let refused = r#"pilotfish_tcp_connections_refused_total{listener="gateway"}"#;
+    assert_eq!(
+        crate::support::inspect::metric(&gateway, refused).await,
+        1.0
+    );
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(call(&gateway, get_with("/x", None)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_finishes_its_tls_handshake_is_dropped() {
+    let certs = Certs::new();
+    let orders = MeshService::start(&certs, "orders").await;
+    let server = ServerCert::new();
+    let gateway = GatewaySetup::new(&certs)
+        .mesh("orders", &[orders.endpoint()])
+        .gateway(&server.yaml())
+        .gateway("  routes:\n    - { path_prefix: /, service: orders }\n")
+        .start();
+    let addr = gateway.gateway_tls.expect("gateway-tls listener");
+    // Connected, and silent: no ClientHello.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let closed = closed_within(&mut silent, Duration::from_secs(30)).await;
+    let after = closed.expect("the silent client was still connected after 30 s");
+    assert!(
+        after >= Duration::from_secs(5),
+        "dropped too soon: {after:?}"
+    );
+    let failures =
+        r#"pilotfish_tls_handshake_failures_total{direction="gateway",reason="timeout"}"#;
+    assert_eq!(
+        crate::support::inspect::metric(&gateway, failures).await,
+        1.0
+    );
 }
