@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::gateway::*;
@@ -622,20 +622,6 @@ async fn the_https_listener_passes_the_tls_scan() {
         tls13.contains(&"TLS_AES_128_GCM_SHA256".to_owned()),
         "{tls13:?}"
     );
-}
-
-/// Reads until the peer closes; how long that took, or `None` if it is
-/// still open after `limit`.
-async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + limit).into(), tcp.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@
 //! `X-Forwarded-For` counts only as far as the trusted hops), locally and
 //! shared through Redis.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Request;
 
@@ -172,21 +172,6 @@ async fn two_gateways_share_a_user_s_budget_through_redis() {
     // One budget of 4 for alice across both (batched reservations may let
     // a request or two more through, never each gateway's whole burst).
     assert!((4..=6).contains(&passed), "{passed} of 12 passed");
-}
-
-/// Reads until the peer closes (or resets); how long that took, or `None`
-/// if it stayed open past `limit`.
-async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
-    use tokio::io::AsyncReadExt;
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + limit).into(), tcp.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

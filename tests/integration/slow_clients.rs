@@ -22,20 +22,6 @@ fn sidecar(certs: &Certs, app: SocketAddr, http: &str) -> Sidecar {
     )
 }
 
-/// Reads until the peer closes; how long that took, or `None` if it is
-/// still open after `limit`.
-async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + limit).into(), tcp.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_sent_a_byte_at_a_time_are_cut_off_at_the_deadline() {
     let certs = Certs::new();

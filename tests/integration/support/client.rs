@@ -219,3 +219,21 @@ pub fn mtls_server_config(ca: &Path, leaf: &Leaf) -> rustls::ServerConfig {
     config.alpn_protocols = vec![b"h2".to_vec()];
     config
 }
+
+/// Reads until the peer closes (or resets) the connection; how long that
+/// took, or `None` if it is still open after `limit`.
+pub async fn closed_within(
+    tcp: &mut TcpStream,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), tcp.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
