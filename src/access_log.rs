@@ -11,7 +11,7 @@
 //! at exit.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,7 +35,8 @@ const MAX_PENDING: usize = 8 * 1024 * 1024;
 pub struct Entry<'a> {
     /// When the request arrived (RFC 3339, UTC, microseconds).
     pub timestamp: String,
-    /// `inbound` (mesh -> app) or `outbound` (app -> mesh).
+    /// `inbound` (mesh -> app), `outbound` (app -> mesh) or `gateway`
+    /// (clients from outside -> mesh).
     pub direction: &'static str,
     /// Outbound: the destination service (`null` when no route matched);
     /// inbound: this service.
@@ -64,6 +65,11 @@ pub struct Entry<'a> {
     pub attempts: Option<u32>,
     /// The calling workload's SPIFFE id (inbound).
     pub peer: Option<&'a str>,
+    /// Gateway: the client's address (the peer's, or as `trusted_hops`
+    /// reads `X-Forwarded-For`).
+    pub client: Option<IpAddr>,
+    /// Gateway: the subject (`sub`) of the client's verified token.
+    pub user: Option<&'a str>,
     /// The trace.
     pub trace_id: String,
     /// This sidecar's span for the request.
@@ -103,7 +109,7 @@ impl Entry<'_> {
         let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
         let _ = writeln!(
             line,
-            "{} {} {} {} {} {} {} {} {}ms in={} out={} upstream={} attempts={} peer={} trace={} span={} request_id={} correlation_id={} error={}",
+            "{} {} {} {} {} {} {} {} {}ms in={} out={} upstream={} attempts={} peer={} client={} user={} trace={} span={} request_id={} correlation_id={} error={}",
             self.timestamp,
             self.direction,
             self.service.unwrap_or("-"),
@@ -120,6 +126,9 @@ impl Entry<'_> {
             self.attempts
                 .map_or_else(|| "-".to_owned(), |a| a.to_string()),
             dash(self.peer),
+            self.client
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            dash(self.user),
             self.trace_id,
             self.span_id,
             self.request_id,
@@ -371,6 +380,8 @@ mod tests {
             upstream: Some("127.0.0.1:8080".parse().unwrap()),
             attempts: Some(1),
             peer: None,
+            client: None,
+            user: None,
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
             span_id: "00f067aa0ba902b7".to_owned(),
             sampled: true,
@@ -391,7 +402,7 @@ mod tests {
         assert_eq!(value["duration_ms"], 1.234);
         assert_eq!(value["upstream"], "127.0.0.1:8080");
         assert!(value["error"].is_null());
-        assert_eq!(value.as_object().unwrap().len(), 22);
+        assert_eq!(value.as_object().unwrap().len(), 24);
     }
 
     #[test]

@@ -142,6 +142,8 @@ struct Labels {
     service: Option<Arc<str>>,
     route: Option<Arc<str>>,
     peer: Option<Arc<str>>,
+    client: Option<std::net::IpAddr>,
+    user: Option<Arc<str>>,
     upstream: Option<SocketAddr>,
     attempts: Option<u32>,
     error: Option<Cow<'static, str>>,
@@ -208,6 +210,22 @@ impl Exchange {
                 .set("pilotfish.peer.identity", identity.to_owned());
             self.span.set("client.address", addr.ip().to_string());
             self.span.set("client.port", i64::from(addr.port()));
+        }
+    }
+
+    /// The gateway's client: its address (as the trusted hops tell it).
+    pub fn client(&mut self, addr: std::net::IpAddr) {
+        if self.records() {
+            self.labels.client = Some(addr);
+            self.span.set("client.address", addr.to_string());
+        }
+    }
+
+    /// The subject of the gateway client's verified token.
+    pub fn user(&mut self, subject: &str) {
+        if self.records() {
+            self.labels.user = Some(subject.into());
+            self.span.set("enduser.id", subject.to_owned());
         }
     }
 
@@ -328,6 +346,8 @@ impl Exchange {
             upstream: labels.upstream,
             attempts: labels.attempts,
             peer: labels.peer.as_deref(),
+            client: labels.client,
+            user: labels.user.as_deref(),
             trace_id: context.trace_id().to_string(),
             span_id: context.span_id().to_string(),
             sampled: context.is_sampled(),

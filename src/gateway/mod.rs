@@ -289,6 +289,7 @@ impl Gateway {
         let client = forwarded::client_address(req.headers(), peer.ip(), self.trusted_hops);
         forwarded::append(req.headers_mut(), peer.ip(), https);
         let mut exchange = self.outbound.observer().begin(Direction::Gateway, &mut req);
+        exchange.client(client);
         let format = ErrorFormat::of(req.headers());
         let origin = req.headers().get(ORIGIN).cloned();
         let lent = req.extensions_mut().remove::<Lent>();
@@ -373,6 +374,9 @@ impl Gateway {
             if let Some(uri) = auth.without_query_token(req.uri()) {
                 *req.uri_mut() = uri;
             }
+        }
+        if let Some(subject) = verified.as_ref().and_then(|v| v.subject()) {
+            exchange.user(subject);
         }
         sender.claims = verified.as_ref().map(|v| &v.claims);
         let sent = self

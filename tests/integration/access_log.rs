@@ -12,7 +12,7 @@ use crate::support::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The fields of an access log line, as the README documents them.
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 24] = [
     "timestamp",
     "direction",
     "service",
@@ -28,6 +28,8 @@ const FIELDS: [&str; 22] = [
     "upstream",
     "attempts",
     "peer",
+    "client",
+    "user",
     "trace_id",
     "span_id",
     "sampled",

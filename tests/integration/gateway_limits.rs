@@ -87,6 +87,10 @@ async fn each_user_has_a_bucket_of_their_own_by_the_token_s_subject() {
     let bob = edge.token("bob");
     let statuses = edge.statuses(3, || get_with("/orders/1", Some(&bob))).await;
     assert_eq!(statuses, [200, 200, 200], "bob's bucket");
+    // The access log says whose requests they were.
+    let lines = edge.gateway.wait_access_log(8, Duration::from_secs(5));
+    let users: Vec<&str> = lines.iter().filter_map(|l| l["user"].as_str()).collect();
+    assert_eq!(users, [["alice"; 5].as_slice(), &["bob"; 3]].concat());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,6 +142,19 @@ async fn a_client_cannot_pick_its_own_address_with_x_forwarded_for() {
     assert_eq!(edge.statuses(3, behind("192.0.2.1")).await, [200, 200, 429]);
     // Another client behind the same proxy, whatever it claims further left.
     assert_eq!(edge.statuses(2, behind("192.0.2.2")).await, [200, 200]);
+    // The access log names the client so found.
+    let lines = edge.gateway.wait_access_log(5, Duration::from_secs(5));
+    let clients: Vec<&str> = lines.iter().filter_map(|l| l["client"].as_str()).collect();
+    assert_eq!(
+        clients,
+        [
+            "192.0.2.1",
+            "192.0.2.1",
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.2"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
