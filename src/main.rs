@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use pilotfish::app::{self, App};
 use pilotfish::config::{self, HumanDuration};
-use pilotfish::{capture, certs, demo, telemetry, tls};
+use pilotfish::{capture, certs, demo, telemetry};
 
 /// mimalloc: a proxy allocates and frees small blocks per request, where
 /// glibc's malloc spends several hundred instructions a pair (one hop:
@@ -235,8 +235,8 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let (config, digest) = config::load_file(path, tls::check_certificates)
-        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let (config, digest) =
+        config::load_file(path, app::check_files).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let log = telemetry::init(&config.log.level, config.log.format);
     telemetry::log_panics();
     for warning in config::warnings(&config, path) {
@@ -271,7 +271,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
-    let report = config::check_files(files, tls::check_certificates);
+    let report = config::check_files(files, app::check_files);
     for problem in report.errors.iter().chain(&report.warnings) {
         println!("{problem}");
     }

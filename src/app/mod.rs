@@ -198,6 +198,16 @@ async fn serve_the_app_while_it_drains(ctx: &Context) {
 /// How often the drain looks whether the app is gone.
 const APP_GONE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The files a config names, checked as they will be read: the mesh and
+/// gateway certificates (`tls`) and the gateway's token keys; the
+/// [`FileCheck`](crate::config::FileCheck) of `pilotfish check`, start-up
+/// and reloads.
+pub fn check_files(config: &Config, file: &std::path::Path) -> Vec<crate::config::ConfigError> {
+    let mut errors = crate::tls::check_certificates(config, file);
+    errors.extend(crate::gateway::keys::check_files(config, file));
+    errors
+}
+
 /// SIGTERM and SIGINT (Ctrl-C): the first starts the drain, a second one
 /// ends it.
 #[derive(Debug)]

@@ -177,7 +177,7 @@ impl Reloader {
         ctx: &Context,
     ) -> Result<u64, String> {
         let (new, digest) =
-            config::load_file(path, tls::check_certificates).map_err(|e| e.to_string())?;
+            config::load_file(path, crate::app::check_files).map_err(|e| e.to_string())?;
         let current = ctx.live.load();
         if new.runtime.worker_threads != current.config.runtime.worker_threads {
             warn!("runtime.worker_threads takes effect at the next restart");

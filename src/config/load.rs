@@ -48,7 +48,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Checks the files a config names (its certificates: `tls::check_certificates`),
+/// Checks the files a config names (certificates and token keys: `app::check_files`),
 /// run by the loader after validation. The caller gives it: reading
 /// certificates is `tls`'s, a module above `config`.
 pub type FileCheck = fn(&Config, &Path) -> Vec<ConfigError>;

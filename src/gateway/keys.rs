@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use crate::build::BuildError;
-use crate::config::{JwtConfig, JwtKeySource};
+use crate::config::{ConfigError, JwtConfig, JwtKeySource};
 use crate::jwt::{Expect, Verifier};
 
 /// How long loading waits for a URL's first fetch.
@@ -68,6 +68,47 @@ impl std::fmt::Debug for Keys {
 struct Combined {
     generations: Vec<u64>,
     verifier: Arc<Verifier>,
+}
+
+/// Checks the key files of `config`'s gateway as `Keys::load` will read
+/// them (a JWKS URL is fetched at run time, not here), reported as config
+/// errors at the key that names the file.
+pub fn check_files(config: &crate::config::Config, file: &std::path::Path) -> Vec<ConfigError> {
+    let Some(jwt) = config.gateway.as_ref().and_then(|g| g.jwt.as_ref()) else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    for source in &jwt.keys {
+        let mut scratch = Verifier::new(Expect {
+            issuer: None,
+            audience: Vec::new(),
+            leeway: Duration::ZERO,
+        });
+        let problem = match source.get() {
+            JwtKeySource::Pem(path) => std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| scratch.add_pem(&pem, None).map_err(|e| e.to_string())),
+            JwtKeySource::SecretFile(path) => std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|secret| {
+                    scratch
+                        .add_secret(secret.trim_ascii_end(), None)
+                        .map_err(|e| e.to_string())
+                }),
+            JwtKeySource::JwksFile(path) => std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| scratch.add_jwks(&text).map(drop).map_err(|e| e.to_string())),
+            JwtKeySource::JwksUrl(_) => Ok(()),
+        };
+        if let (Err(what), Some(path)) = (problem, source.get().file()) {
+            errors.push(ConfigError {
+                file: file.to_owned(),
+                position: source.position(),
+                message: format!("gateway.jwt.keys: {}: {what}", path.display()),
+            });
+        }
+    }
+    errors
 }
 
 /// The files `config` reads keys from, to watch.

@@ -231,6 +231,8 @@ fn the_reference_and_example_configs_are_valid() {
     let certs_dir = work.path().join("certs/dev");
     let certs = path_str(&certs_dir);
     pilotfish(&["certs", "ca", "--out", certs]);
+    // gateway.yaml's token key, where `pilotfish certs jwt` puts it.
+    pilotfish(&["certs", "jwt", "--out", certs]);
     let mut files = Vec::new();
     for entry in std::fs::read_dir(root.join("config")).expect("config dir") {
         let path = entry.expect("entry").path();
@@ -417,18 +419,22 @@ fn redis_over_tls_is_refused_at_check_not_at_run_time() {
 #[test]
 fn bad_gateways_point_at_the_value() {
     let certs = Certs::new();
+    // An HMAC secret must be 32 bytes at least.
+    let short = certs.dir.path().join("short.key");
+    std::fs::write(&short, "too short\n").expect("write secret");
     let yaml = format!(
         "{}gateway:
   tls: {{ listen: 127.0.0.1:0, cert: /nonexistent/api.pem, key: /nonexistent/api-key.pem }}
   jwt:
-    keys: [{{ jwks_url: \"ftp://keys\" }}]
+    keys: [{{ jwks_url: \"ftp://keys\" }}, {{ pem: /nonexistent/k.pem }}, {{ secret_file: {} }}]
     claim_headers: {{ sub: x-user-id }}
   routes:
     - {{ path_prefix: /a, service: nowhere }}
     - {{ path_prefix: /b, service: users, cors: {{ allow_origins: [\"*\"], allow_credentials: true }} }}
     - {{ path_prefix: /c, service: users, auth: {{ roles: [] }} }}
 ",
-        valid(&certs)
+        valid(&certs),
+        path_str(&short)
     );
     let (code, out, file) = check(certs.dir.path(), "gateway.yaml", &yaml);
     assert_eq!(code, 1, "{out}");
@@ -439,6 +445,11 @@ fn bad_gateways_point_at_the_value() {
         format!("{file}:17:12: jwks_url \"ftp://keys\": give an http:// or https:// URL"),
         format!("{file}: gateway.jwt.claim_headers: \"sub\" -> \"x-user-id\""),
         format!("{file}:15:37: gateway.tls: cannot read /nonexistent/api.pem"),
+        format!("{file}:17:40: gateway.jwt.keys: /nonexistent/k.pem: No such file"),
+        format!(
+            "{file}:17:69: gateway.jwt.keys: {}: an HMAC secret of 9 bytes; at least 32",
+            path_str(&short)
+        ),
     ] {
         assert!(
             out.lines().any(|l| l.starts_with(expected.as_str())),
