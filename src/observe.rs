@@ -437,7 +437,13 @@ fn span_request_attributes<B>(
         }
     }
     span.set("url.path", path);
-    span.set("url.scheme", "http");
+    // The gateway set X-Forwarded-Proto itself, from its own listener.
+    let https = direction == Direction::Gateway
+        && req
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v == "https");
+    span.set("url.scheme", if https { "https" } else { "http" });
     span.set(
         "network.protocol.version",
         match req.version() {
