@@ -171,6 +171,15 @@ for doc in yaml.safe_load_all(open(rendered)):
         if text.count(old) != 1:
             sys.exit(f"{doc['metadata']['name']}: tls.{field} {old} is not written exactly once")
         text = text.replace(old, path)
+    # The gateway's HTTPS certificate: any pair loads; its mesh one will do.
+    edge = (config.get("gateway") or {}).get("tls") or {}
+    for field, path in [("cert", f"{certs}/{service}.pem"), ("key", f"{certs}/{service}-key.pem")]:
+        old = edge.get(field)
+        if old is None:
+            continue
+        if text.count(old) != 1:
+            sys.exit(f"{doc['metadata']['name']}: gateway.tls.{field} {old} is not written exactly once")
+        text = text.replace(old, path)
     for key in ((config.get("gateway") or {}).get("jwt") or {}).get("keys", []):
         old = key.get("pem")
         if old is None:

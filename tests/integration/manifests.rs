@@ -793,6 +793,14 @@ fn sidecar_configs_pass_pilotfish_check() {
         if account == GATEWAY {
             assert_eq!(local.matches(JWT_KEY).count(), 1, "{account}: {JWT_KEY}");
             local = local.replace(JWT_KEY, path_str(&jwt.join("jwt.pub")));
+            // The HTTPS certificate: any pair loads; the mesh one will do.
+            for (path, real) in [
+                ("/var/run/pilotfish/edge/tls.crt", &leaf.cert),
+                ("/var/run/pilotfish/edge/tls.key", &leaf.key),
+            ] {
+                assert_eq!(local.matches(path).count(), 1, "{account}: {path}");
+                local = local.replace(path, path_str(real));
+            }
         }
         let file = certs.dir.path().join(format!("{account}.yaml"));
         std::fs::write(&file, &local).expect("write config");
@@ -902,6 +910,7 @@ fn the_gateway_runs_alone_behind_a_load_balancer() {
         ports,
         [
             (&json!("http"), &json!(8080)),
+            (&json!("https"), &json!(8443)),
             (&json!("admin"), &json!(ADMIN_PORT))
         ]
     );
@@ -921,7 +930,10 @@ fn the_gateway_runs_alone_behind_a_load_balancer() {
         .iter()
         .map(|p| (&p["port"], &p["targetPort"]))
         .collect();
-    assert_eq!(ports, [(&json!(80), &json!(8080))]);
+    assert_eq!(
+        ports,
+        [(&json!(80), &json!(8080)), (&json!(443), &json!(8443))]
+    );
 
     let (_, config) = manifests.sidecar_config(GATEWAY);
     assert_eq!(config["gateway"]["listen"], "0.0.0.0:8080");
@@ -933,6 +945,20 @@ fn the_gateway_runs_alone_behind_a_load_balancer() {
     let key_dir = JWT_KEY.rsplit_once('/').map_or(JWT_KEY, |(dir, _)| dir);
     let volume = volume_at(pod, mounts, key_dir, "the gateway");
     assert_eq!(volume["configMap"]["name"], "gateway-jwt");
+    // HTTPS with the certificate of the Secret cert-manager writes.
+    let edge = &config["gateway"]["tls"];
+    assert_eq!(edge["listen"], "0.0.0.0:8443");
+    let cert = edge["cert"].as_str().expect("gateway.tls.cert");
+    let cert_dir = cert.rsplit_once('/').map_or(cert, |(dir, _)| dir);
+    let volume = volume_at(pod, mounts, cert_dir, "the gateway's HTTPS certificate");
+    assert_eq!(volume["secret"]["secretName"], "gateway-edge-tls");
+    let issued = Manifests::cert_manager();
+    let edge = &issued.get("Certificate", "gateway-edge")["spec"];
+    assert_eq!(edge["secretName"], "gateway-edge-tls");
+    // A public name from a public CA, not a SPIFFE id from the mesh's.
+    assert_eq!(edge.get("uris"), None);
+    assert!(!list(&edge["dnsNames"]).is_empty());
+    assert_ne!(edge["issuerRef"]["name"], "pilotfish-mesh-ca");
     let routed: BTreeSet<&str> = list(&config["gateway"]["routes"])
         .iter()
         .filter_map(|r| r["service"].as_str())
@@ -1091,9 +1117,14 @@ fn cert_manager_issues_each_workload_its_spiffe_id() {
         .flat_map(|(_, t)| list(&t["spec"]["volumes"]))
         .filter_map(|v| v["secret"]["secretName"].as_str().map(String::from))
         .collect();
-    let mut issued = BTreeSet::new();
+    // The gateway's HTTPS certificate (a public name) is checked with the
+    // gateway; every other is a workload's SPIFFE id.
+    let mut issued = BTreeSet::from(["gateway-edge-tls".to_owned()]);
     for certificate in cert_manager.all("Certificate") {
         let account = name(certificate);
+        if account == "gateway-edge" {
+            continue;
+        }
         let spec = &certificate["spec"];
         assert_eq!(certificate["apiVersion"], "cert-manager.io/v1", "{account}");
         assert_eq!(certificate["metadata"]["namespace"], NAMESPACE, "{account}");
