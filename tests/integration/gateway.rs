@@ -655,3 +655,46 @@ async fn the_plain_listener_cuts_off_a_slow_header_sender() {
     let response = call(&gateway, get_with("/ok", None)).await;
     assert_eq!(response.status, 200, "{}", response.text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_websocket_passes_the_gateway_with_its_token_in_the_query() {
+    use crate::support::websocket::{WsServer, exercise, try_ws_connect, ws_request};
+    let certs = Certs::new();
+    let keys = TokenKeys::new();
+    let server = WsServer::start().await;
+    let chat = Sidecar::start(&SidecarConfig::new("chat", &certs).inbound(server.addr));
+    let gateway = GatewaySetup::new(&certs)
+        .mesh("chat", &[chat.inbound()])
+        .gateway(&jwt_yaml(
+            &keys.pem_and_jwks(),
+            "    query_param: access_token\n",
+        ))
+        .gateway("  routes:\n    - { path_prefix: /socket, service: chat }\n")
+        .start();
+    let addr = plain(&gateway);
+    let token = keys.es256(&claims("alice", &["user"]));
+
+    // Browsers cannot set Authorization on a WebSocket: the query carries it.
+    let url = format!("ws://api.test/socket?access_token={token}");
+    let (ws, _) = try_ws_connect(addr, ws_request(&url))
+        .await
+        .expect("the upgrade through the gateway");
+    exercise(ws).await;
+    let seen = &server.seen()[0];
+    assert_eq!(seen.header("x-user-id"), Some("alice"));
+    assert!(
+        !seen.path.contains(&token),
+        "the token went on to the app: {}",
+        seen.path
+    );
+    // Without a token, no upgrade.
+    let refused = try_ws_connect(addr, ws_request("ws://api.test/socket")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+        }
+        other => panic!("an upgrade without a token: {:?}", other.map(|(_, r)| r)),
+    }
+    assert_eq!(server.upgraded(), 1);
+    assert_not_logged(&gateway, &token);
+}
