@@ -368,9 +368,12 @@ impl Gateway {
                 }
             }
         };
-        if let (Some(verified), Some(auth)) = (&verified, auth) {
-            auth.set_identity(verified, req.headers_mut());
-            // A token that came in the query goes no further than here.
+        if let Some(auth) = auth {
+            if let Some(verified) = &verified {
+                auth.set_identity(verified, req.headers_mut());
+            }
+            // A token in the query goes no further than here, whatever
+            // the route (a public one does not look at it).
             if let Some(uri) = auth.without_query_token(req.uri()) {
                 *req.uri_mut() = uri;
             }
