@@ -257,3 +257,28 @@ async fn a_client_that_never_finishes_its_tls_handshake_is_dropped() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_clients_get_the_edge_s_stream_cap() {
+    let certs = Certs::new();
+    let orders = MeshService::start(&certs, "orders").await;
+    let gateway = GatewaySetup::new(&certs)
+        .mesh("orders", &[orders.endpoint()])
+        .gateway("  routes:\n    - { path_prefix: /, service: orders, auth: public }\n")
+        .start();
+    let tcp = tokio::net::TcpStream::connect(plain(&gateway))
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let req = http::Request::get("http://api.test/x")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(req, true).expect("send");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    // The server's SETTINGS arrived with the first answer: 100 streams at
+    // once per client, Envoy's advice for an edge (a sidecar allows 1024).
+    assert_eq!(client.current_max_send_streams(), 100);
+}
