@@ -6,6 +6,7 @@
 #   cargo build --profile dist           # the binary measured: what ships
 #   benches/callgrind.sh                 # one hop: HTTP/1.1 in, HTTP/1.1 out
 #   benches/callgrind.sh pair            # outbound + inbound sidecars, mTLS
+#   benches/callgrind.sh gateway         # the edge gateway: a token checked, to the app
 #   PILOTFISH_BIN=/tmp/old benches/callgrind.sh
 #   TOP=30 benches/callgrind.sh          # and the costliest functions
 #   KEEP=1 benches/callgrind.sh          # keep the callgrind outputs
@@ -42,7 +43,11 @@ me=callgrind.sh
 run() {
     local n=$1 roles entry total=0
     inbound=127.0.0.1:$(port)
-    if [ "$shape" = pair ]; then roles="inbound outbound"; else roles="one-hop"; fi
+    case $shape in
+    pair) roles="inbound outbound" ;;
+    gateway) roles="gateway" ;;
+    *) roles="one-hop" ;;
+    esac
     local run_pids=()
     for role in $roles; do
         local listen admin=127.0.0.1:$(port)
@@ -53,7 +58,7 @@ run() {
         run_pids+=($!)
         wait_ready "$admin"
     done
-    h2load --h1 -n "$n" -c 10 "http://$entry/health" >"$work/load.$n.log" 2>&1
+    h2load --h1 -n "$n" -c 10 ${auth_header:+-H "$auth_header"} "http://$entry/health" >"$work/load.$n.log" 2>&1
     grep -q "$n succeeded" "$work/load.$n.log" || { cat "$work/load.$n.log" >&2; exit 1; }
     for pid in "${run_pids[@]}"; do kill -TERM "$pid"; done
     for pid in "${run_pids[@]}"; do wait "$pid" || true; done

@@ -1,5 +1,6 @@
 # Sourced by callgrind.sh and cpu.sh: a demo app, and proxy configs for
-# the shapes they measure (one-hop; pair = outbound + inbound with mTLS).
+# the shapes they measure (one-hop; pair = outbound + inbound with mTLS;
+# gateway = the edge gateway checking an EdDSA token, to a plaintext app).
 # Expects: bin, shape, work, pids (array), me (the script's name for
 # messages). LINK sets the pair's link (the destination's protocol);
 # FEATURES=all switches on what benches/bench-role.sh's
@@ -26,6 +27,13 @@ if [ "$shape" = pair ]; then
     for s in orders users; do
         "$bin" certs issue --ca "$work" --service "$s" --out "$work" >/dev/null
     done
+fi
+
+if [ "$shape" = gateway ]; then
+    "$bin" certs jwt --out "$work" >/dev/null
+    # The header every request carries (h2load -H).
+    token=$("$bin" token --key "$work/jwt.key" --sub bench --roles user --ttl 24h)
+    auth_header="authorization: Bearer $token"
 fi
 
 # Policies of the destination, inline in its flow mapping.
@@ -75,6 +83,24 @@ outbound:
     users: { endpoints: [$inbound]${LINK:+, protocol: $LINK}$(policies) }
   routes: [{ host: "*", service: users }]
 $(features outbound)
+EOF
+    ;;
+    gateway) cat <<EOF
+service: gateway
+admin: { listen: $3 }
+log: { level: warn }
+outbound:
+  listen: 127.0.0.1:$(port)
+  services:
+    users: { endpoints: [$app], transport: plaintext, protocol: http1$(policies) }
+gateway:
+  listen: $2
+  jwt:
+    issuer: https://pilotfish.demo
+    audiences: [demo]
+    keys: [{ pem: $work/jwt.pub }]
+  routes: [{ path_prefix: /, service: users }]
+$(features gateway)
 EOF
     ;;
     inbound) cat <<EOF

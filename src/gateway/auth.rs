@@ -12,6 +12,7 @@ use http::request::Parts;
 use tracing::warn;
 
 use super::keys::Keys;
+use super::token_cache::TokenCache;
 use crate::config::{JwtConfig, RouteAuth};
 use crate::http::ProxyError;
 use crate::http::error::MISSING_TOKEN;
@@ -84,6 +85,10 @@ impl From<AuthError> for ProxyError {
 #[derive(Debug)]
 pub struct Auth {
     keys: Keys,
+    /// Tokens verified recently (a client sends the same one many times).
+    cache: TokenCache,
+    /// The clock skew allowed, for how long a cached token holds.
+    leeway: std::time::Duration,
     roles_claim: String,
     scopes_claim: String,
     /// Claim to header name, from `claim_headers`.
@@ -136,6 +141,8 @@ impl Auth {
         }
         Self {
             keys,
+            cache: TokenCache::default(),
+            leeway: config.leeway.0,
             roles_claim: config.roles_claim.clone(),
             scopes_claim: config.scopes_claim.clone(),
             claim_headers,
@@ -167,11 +174,16 @@ impl Auth {
             return Ok(None);
         }
         let token = self.token(parts)?;
-        let verified = self
-            .keys
-            .verifier()
-            .verify(token.as_ref())
-            .map_err(AuthError::Invalid)?;
+        let keys = self.keys.verifier();
+        let now = std::time::SystemTime::now();
+        let verified = match self.cache.get(&token, &keys, now) {
+            Some(verified) => verified,
+            None => {
+                let verified = keys.verify(token.as_ref()).map_err(AuthError::Invalid)?;
+                self.cache.put(&token, &verified, &keys, self.leeway, now);
+                verified
+            }
+        };
         match required {
             RouteAuth::Public | RouteAuth::Required => {}
             RouteAuth::Roles(roles) => {

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cors;
 pub mod forwarded;
 pub mod keys;
+pub mod token_cache;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
