@@ -38,14 +38,19 @@ pub use pair::Pair;
 pub use sidecar::{Launch, Sidecar, SidecarConfig};
 pub use test_app::TestApp;
 
-/// A loopback address that was free a moment ago (the OS picked it), for
-/// a process that must be told its address before it starts. Another
-/// process could take it in between; the OS hands out ports at random,
-/// so that is rare enough for a test.
+/// A free loopback address for a config that must name its port (an
+/// opaque destination's `listen`, an app not started yet). Picked below
+/// the kernel's ephemeral range (32768 and up), so the port cannot be
+/// handed to another test's outgoing connection between this check and
+/// the bind that uses it, as a port from bind(0) can.
 pub fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
+    for _ in 0..1000 {
+        let port = 20_000 + fastrand::u16(..12_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("a bound address");
+        }
+    }
+    panic!("no free port from 20000 to 32000")
 }
 
 /// The binary under test.
