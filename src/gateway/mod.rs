@@ -38,7 +38,7 @@ use crate::build::BuildError;
 use crate::config::{Config, GatewayConfig, JwtConfig, LimitDirection, RouteAuth};
 use crate::http::lifetime::Timeouts;
 use crate::http::server::{self, HeaderLimits};
-use crate::http::{Body, Direction, ErrorFormat, ProxyError};
+use crate::http::{Body, Direction, ErrorFormat, ProxyError, upgrade};
 use crate::metrics::{Metrics, TlsMetrics};
 use crate::outbound::routes::Route;
 use crate::outbound::{Forwarded, Labels, NO_UPSTREAM, Outbound, Sender};
@@ -326,6 +326,19 @@ impl Gateway {
         mut sender: Sender<'_>,
         exchange: &mut crate::observe::Exchange,
     ) -> (Option<&'a Cors>, Forwarded<'a>) {
+        if req.method() == http::Method::CONNECT && !upgrade::is_extended_connect(&req) {
+            // The gateway is no forward proxy: clients from outside open
+            // no tunnels through it (WebSockets over HTTP/2, an extended
+            // CONNECT, are routed as requests).
+            let host = req
+                .uri()
+                .authority()
+                .map_or_else(String::new, |a| a.to_string());
+            return (
+                None,
+                (Labels::UNROUTED, Err(ProxyError::TunnelNotAllowed { host })),
+            );
+        }
         let mut req = match crate::http::path::normalize_request(req) {
             Ok(req) => req,
             Err(err) => return (None, (Labels::UNROUTED, Err(err))),

@@ -705,3 +705,27 @@ async fn a_browser_websocket_passes_the_gateway_with_its_token_in_the_query() {
     assert_eq!(server.upgraded(), 1);
     assert_not_logged(&gateway, &token);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_opens_no_connect_tunnels() {
+    let certs = Certs::new();
+    let app = EchoApp::start("monolith").await;
+    let gateway = GatewaySetup::new(&certs)
+        .plain("monolith", &[app.addr])
+        .gateway("  routes:\n    - { path_prefix: /, service: monolith }\n")
+        .start();
+    // A client using the gateway as a forward proxy, to the app's port.
+    let req = Request::builder()
+        .method("CONNECT")
+        .uri(app.addr.to_string())
+        .header("host", app.addr.to_string())
+        .body(empty())
+        .expect("request");
+    let response = call(&gateway, req).await;
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(
+        response.header("pilotfish-error"),
+        Some("tunnel-not-allowed")
+    );
+    assert_eq!(app.count(), 0, "nothing reached the app");
+}
