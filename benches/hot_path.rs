@@ -87,7 +87,7 @@ fn route(c: &mut Criterion) {
         .iter()
         .map(|(name, dst)| (name.as_str(), dst.namespace.as_deref().unwrap_or("default")))
         .collect();
-    let table = RouteTable::build(&outbound.routes, &services);
+    let table = RouteTable::build(&outbound.routes, &services, true);
     let mut group = c.benchmark_group("route");
     for (name, host, path) in [
         ("by-service-name", "users", "/users/7"),

@@ -366,7 +366,7 @@ const ED: [Algorithm; 1] = [Algorithm::EdDSA];
 const HMAC: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PKCS_RSA_SHA256};
@@ -452,16 +452,11 @@ mod tests {
         let keys = pair(&PKCS_ECDSA_P256_SHA256);
         let v = verifier_for(&keys.public_pem);
         let with = |change: serde_json::Value| {
-            let mut c = claims();
-            for (k, val) in change.as_object().expect("object") {
-                match val {
-                    serde_json::Value::Null => {
-                        c.as_object_mut().expect("object").remove(k);
-                    }
-                    _ => c[k] = val.clone(),
-                }
-            }
-            v.verify(&sign(Algorithm::ES256, &keys.private, &c))
+            v.verify(&sign(
+                Algorithm::ES256,
+                &keys.private,
+                &changed(claims(), &change),
+            ))
         };
         assert_eq!(with(json!({"exp": now() - 120})), Err(Rejection::Expired));
         // Within the leeway still good.
@@ -580,5 +575,22 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// `base` with the fields of `change` set, and those it sets to
+    /// `null` removed.
+    pub(crate) fn changed(
+        mut base: serde_json::Value,
+        change: &serde_json::Value,
+    ) -> serde_json::Value {
+        for (k, v) in change.as_object().expect("object") {
+            match v {
+                serde_json::Value::Null => {
+                    base.as_object_mut().expect("object").remove(k);
+                }
+                _ => base[k] = v.clone(),
+            }
+        }
+        base
     }
 }

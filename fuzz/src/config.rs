@@ -167,10 +167,10 @@ fn check_builds(config: &Config) {
                 (name.as_str(), ns)
             })
             .collect();
-        let _ = RouteTable::build(&outbound.routes, &services);
+        let _ = RouteTable::build(&outbound.routes, &services, true);
         check_routes(&outbound.routes);
         if let Some(gateway) = &config.gateway {
-            let _ = RouteTable::build(&gateway.routes, &[]);
+            let _ = RouteTable::build(&gateway.routes, &services, false);
             check_routes(&gateway.routes);
         }
         for (name, dst) in &outbound.services {

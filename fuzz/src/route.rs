@@ -78,7 +78,7 @@ pub fn run(data: &[u8]) {
         .iter()
         .map(|(name, ns)| (name.as_str(), ns.as_deref().unwrap_or(&default_namespace)))
         .collect();
-    let table = RouteTable::build(&routes, &named);
+    let table = RouteTable::build(&routes, &named, true);
     for (authority, target) in requests {
         let parsed = if authority == "*" {
             None

@@ -39,7 +39,6 @@ pub struct Reloader {
     config_digest: Option<u64>,
     rejected_config: Option<u64>,
     rejected_creds: Option<u64>,
-    rejected_gateway: Option<u64>,
     /// Since when the certificate files could not be read, and whether
     /// that was reported.
     unreadable: Option<(Instant, bool)>,
@@ -64,7 +63,6 @@ impl Reloader {
             config_digest,
             rejected_config: None,
             rejected_creds: None,
-            rejected_gateway: None,
             unreadable: None,
             last_expiry_warning: None,
         }
@@ -128,17 +126,12 @@ impl Reloader {
         match gateway.reload_files() {
             Ok(true) => self.metrics.reloads.reload("gateway", true),
             Ok(false) => {}
+            // Once per refused contents: the gateway does not try them again.
             Err(e) => {
-                // Refused once per change: the digest in force stays, so
-                // each look tries again; log at most once per content.
-                let digest = gateway.files_digest();
-                if digest != self.rejected_gateway {
-                    error!(
-                        "new gateway certificate or token keys refused, the ones in force stay: {e}"
-                    );
-                    self.metrics.reloads.reload("gateway", false);
-                    self.rejected_gateway = digest;
-                }
+                error!(
+                    "new gateway certificate or token keys refused, the ones in force stay: {e}"
+                );
+                self.metrics.reloads.reload("gateway", false);
             }
         }
     }

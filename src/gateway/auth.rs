@@ -449,16 +449,7 @@ mod tests {
     }
 
     fn with(change: serde_json::Value) -> serde_json::Value {
-        let mut c = claims();
-        for (k, v) in change.as_object().expect("object") {
-            match v {
-                serde_json::Value::Null => {
-                    c.as_object_mut().expect("object").remove(k);
-                }
-                _ => c[k] = v.clone(),
-            }
-        }
-        c
+        crate::jwt::tests::changed(claims(), &change)
     }
 
     fn parts(uri: &str, authorization: &[&str]) -> Parts {

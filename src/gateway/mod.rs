@@ -65,8 +65,9 @@ pub struct Gateway {
     auth: Option<ArcSwap<Auth>>,
     jwt: Option<JwtConfig>,
     tls: Option<ServerTls>,
-    /// Digest of the key and certificate files in force.
-    files: Mutex<Option<u64>>,
+    /// Digests of the key and certificate files in force, and of the
+    /// contents last refused.
+    files: Mutex<FilesSeen>,
     trusted_hops: u32,
     http: Arc<auto::Builder<TokioExecutor>>,
     timeouts: Timeouts,
@@ -91,6 +92,13 @@ struct GatewayRoute {
     route: Arc<Route>,
     auth: RouteAuth,
     cors: Option<Cors>,
+}
+
+/// What the gateway made of its files' contents.
+#[derive(Debug, Default)]
+struct FilesSeen {
+    in_force: Option<u64>,
+    refused: Option<u64>,
 }
 
 /// The HTTPS listener's certificate, swapped when its files change.
@@ -145,16 +153,11 @@ impl Gateway {
             None => None,
         };
         let tls = match &gateway.tls {
-            Some(tls) => {
-                let (key, _) =
-                    crate::tls::load_server_certificate(&tls.cert, &tls.key, SystemTime::now())?;
-                let server = crate::tls::edge_server_config(key).map_err(BuildError::config)?;
-                Some(ServerTls {
-                    cert: tls.cert.get().clone(),
-                    key: tls.key.get().clone(),
-                    config: ArcSwap::new(server),
-                })
-            }
+            Some(tls) => Some(ServerTls {
+                cert: tls.cert.get().clone(),
+                key: tls.key.get().clone(),
+                config: ArcSwap::new(server_config(&tls.cert, &tls.key)?),
+            }),
             None => None,
         };
         let limits = HeaderLimits::from_config(&config.http);
@@ -170,7 +173,7 @@ impl Gateway {
             auth,
             jwt: gateway.jwt.clone(),
             tls,
-            files: Mutex::new(None),
+            files: Mutex::default(),
             trusted_hops: *gateway.trusted_hops.get(),
             http: Arc::new(http),
             timeouts: Timeouts::new(&config.http),
@@ -178,10 +181,11 @@ impl Gateway {
             max_connections: *gateway.max_connections.get(),
             tls_metrics: metrics.tls.clone(),
         };
-        *gateway_side
+        gateway_side
             .files
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = files_digest(&gateway_side.files());
+            .unwrap_or_else(PoisonError::into_inner)
+            .in_force = files_digest(&gateway_side.files());
         Ok(gateway_side)
     }
 
@@ -239,34 +243,58 @@ impl Gateway {
         files
     }
 
-    /// The digest of the gateway's files as they are now (`None`: one
-    /// cannot be read).
-    pub fn files_digest(&self) -> Option<u64> {
-        files_digest(&self.files())
-    }
-
-    /// Puts changed certificate and key files in force, if they load;
-    /// else the ones in force stay. `Ok(true)`: something changed.
+    /// Puts changed certificate and key files in force, if they all load;
+    /// else the ones in force stay. `Ok(true)`: they changed; `Err`: new
+    /// contents were refused, which is reported once (the same contents
+    /// are not tried again).
     pub fn reload_files(&self) -> Result<bool, BuildError> {
-        let digest = files_digest(&self.files());
-        let mut current = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        if digest.is_none() || digest == *current {
-            // Unchanged, or unreadable mid-swap: the next look tries again.
+        let Some(digest) = files_digest(&self.files()) else {
+            // Unreadable mid-swap: the next look tries again.
+            return Ok(false);
+        };
+        let mut seen = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if Some(digest) == seen.in_force || Some(digest) == seen.refused {
             return Ok(false);
         }
-        if let Some(tls) = &self.tls {
-            let (key, _) =
-                crate::tls::load_server_certificate(&tls.cert, &tls.key, SystemTime::now())?;
-            let server = crate::tls::edge_server_config(key).map_err(BuildError::config)?;
-            tls.config.store(server);
+        // Both loaded before either is put in force.
+        let loaded = self.load_tls().and_then(|tls| Ok((tls, self.load_auth()?)));
+        let (tls, auth) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                seen.refused = Some(digest);
+                return Err(e);
+            }
+        };
+        if let (Some(server), Some(current)) = (tls, &self.tls) {
+            current.config.store(server);
         }
-        if let (Some(jwt), Some(auth)) = (&self.jwt, &self.auth) {
-            let keys = Keys::load(jwt, Some(auth.load().keys()))?;
-            auth.store(Arc::new(Auth::new(jwt, keys)));
+        if let (Some(new), Some(current)) = (auth, &self.auth) {
+            current.store(Arc::new(new));
         }
-        *current = digest;
+        *seen = FilesSeen {
+            in_force: Some(digest),
+            refused: None,
+        };
         info!("gateway certificate and token keys reloaded");
         Ok(true)
+    }
+
+    /// The HTTPS listener's config from its files, if it has one.
+    fn load_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, BuildError> {
+        match &self.tls {
+            Some(tls) => Ok(Some(server_config(&tls.cert, &tls.key)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The token checks with their key files read again (a JWKS URL's
+    /// fetch goes on), if tokens are checked.
+    fn load_auth(&self) -> Result<Option<Auth>, BuildError> {
+        let (Some(jwt), Some(auth)) = (&self.jwt, &self.auth) else {
+            return Ok(None);
+        };
+        let keys = Keys::load(jwt, Some(auth.load().keys()))?;
+        Ok(Some(Auth::new(jwt, keys)))
     }
 
     /// Handles one client request. Never fails: refusals and proxy errors
@@ -439,6 +467,15 @@ impl Gateway {
             _ => Err(no_route()),
         }
     }
+}
+
+/// The HTTPS listener's rustls config, from its certificate files.
+fn server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, BuildError> {
+    let key = crate::tls::load_server_certificate(cert, key, SystemTime::now())?;
+    crate::tls::edge_server_config(key).map_err(BuildError::config)
 }
 
 /// A digest of the files' contents, or `None` if one cannot be read.

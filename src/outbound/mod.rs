@@ -172,7 +172,6 @@ impl Outbound {
         let services: Vec<(&str, &str)> = outbound
             .services
             .iter()
-            .filter(|_| by_name)
             .map(|(name, dst)| {
                 let ns = dst.namespace.as_deref().unwrap_or(&config.namespace);
                 (name.as_str(), ns)
@@ -183,7 +182,7 @@ impl Outbound {
             .iter()
             .map(|route| Arc::new(Route::compile(route, &outbound.services, &find)))
             .collect();
-        (RouteTable::build(routes, &services), compiled)
+        (RouteTable::build(routes, &services, by_name), compiled)
     }
 
     /// Looks a destination up by name (for fallbacks).

@@ -305,19 +305,20 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table. `services`: (name, namespace) in index order;
-    /// each answers to `NAME`, `NAME.NS`, `NAME.NS.svc` and
-    /// `NAME.NS.svc.cluster.local`. Routes to services not among them
-    /// (when any are given), and parts that do not parse, are skipped
+    /// Builds the table. `services`: (name, namespace) in index order.
+    /// With `by_name`, each answers to `NAME`, `NAME.NS`, `NAME.NS.svc`
+    /// and `NAME.NS.svc.cluster.local` (a sidecar's app; never the
+    /// gateway's clients, who reach only what its routes name). Routes to
+    /// services not among them, and parts that do not parse, are skipped
     /// (validation reports them).
-    pub fn build(routes: &[RouteConfig], services: &[(&str, &str)]) -> Self {
+    pub fn build(routes: &[RouteConfig], services: &[(&str, &str)], by_name: bool) -> Self {
         let mut table = Self::default();
         let known = |name: &str| services.iter().any(|(n, _)| *n == name);
         for (index, route) in routes.iter().enumerate() {
             let Ok((host, port)) = parse_route_host(&route.host) else {
                 continue;
             };
-            if !route.services().all(|s| known(s)) && !services.is_empty() {
+            if !route.services().all(|s| known(s)) {
                 continue;
             }
             let list = if host == ANY_HOST {
@@ -346,7 +347,7 @@ impl RouteTable {
                 }
             }
         }
-        for (index, (name, ns)) in services.iter().enumerate() {
+        for (index, (name, ns)) in services.iter().enumerate().filter(|_| by_name) {
             for host in [
                 (*name).to_owned(),
                 format!("{name}.{ns}"),
@@ -522,6 +523,7 @@ mod tests {
                 ("orders", "default"),
                 ("users", "default"),
             ],
+            true,
         );
         let service = |i| Some(RouteRef::Service(i));
         let cases: &[(&str, &str, Option<RouteRef>)] = &[
@@ -561,6 +563,7 @@ mod tests {
                   {host: '*', path_prefix: /users, service: users}]",
             ),
             &[("legacy", "default"), ("users", "default")],
+            true,
         );
         let cases: &[(Option<&str>, &str, Option<RouteRef>)] = &[
             (Some("users"), "/anything", Some(RouteRef::Service(1))),
@@ -574,7 +577,7 @@ mod tests {
             let got = get(&table, *authority, "GET", path).map(|m| m.0);
             assert_eq!(got, *want, "{authority:?}{path}");
         }
-        let empty = RouteTable::build(&[], &[("users", "default")]);
+        let empty = RouteTable::build(&[], &[("users", "default")], true);
         assert_eq!(get(&empty, None, "GET", "/"), None);
     }
 
@@ -592,8 +595,7 @@ mod tests {
                   {host: h, matches: [{path: {prefix: /api}, method: POST}], service: a},
                   {host: h, matches: [{path: {pattern: /api/v1/*/x}}], service: a}]",
             ),
-            &[("a", "default")],
-        );
+            &[("a", "default")], true);
         let h = Some("h");
         // exact beats any prefix or pattern
         assert_eq!(get(&table, h, "POST", "/api/login").map(|m| m.0), route(1));
@@ -640,6 +642,7 @@ mod tests {
         let table = RouteTable::build(
             &routes("[{host: h, matches: [{path: {exact: /a}}, {method: DELETE}], service: a}]"),
             &[("a", "default")],
+            true,
         );
         assert_eq!(get(&table, Some("h"), "GET", "/a").map(|m| m.0), route(0));
         assert_eq!(
@@ -654,6 +657,7 @@ mod tests {
         let table = RouteTable::build(
             &routes("[{host: h, matches: [{query_params: {q: 'a b/c', e: ''}}], service: a}]"),
             &[("a", "default")],
+            true,
         );
         let hit = |uri| get(&table, Some("h"), "GET", uri).map(|m| m.0);
         assert_eq!(hit("/?q=a%20b%2Fc&e="), route(0));

@@ -205,19 +205,7 @@ impl Credentials {
             return Err(validity_error("has expired"));
         }
 
-        let certified_key =
-            CertifiedKey::from_der(chain, key, &super::provider()).map_err(|e| {
-                CredentialError::Key {
-                    path: files.key.get().clone(),
-                    what: match e {
-                        rustls::Error::InconsistentKeys(_) => format!(
-                            "the private key does not belong to the certificate in {}",
-                            cert_path.display()
-                        ),
-                        other => format!("unusable private key: {other}"),
-                    },
-                }
-            })?;
+        let certified_key = certified_key(chain, key, cert_path, files.key.get())?;
         Ok(Self {
             identity,
             certified_key: Arc::new(certified_key),
@@ -315,10 +303,9 @@ pub fn load_server_certificate(
     cert: &Path,
     key: &Path,
     now: SystemTime,
-) -> Result<(Arc<CertifiedKey>, u64), CredentialError> {
+) -> Result<Arc<CertifiedKey>, CredentialError> {
     let cert_bytes = read(TlsFile::Cert, cert)?;
     let key_bytes = read(TlsFile::Key, key)?;
-    let digest = digest_of(&[], &cert_bytes, &key_bytes);
     let chain = load_certs(TlsFile::Cert, cert, &cert_bytes)?;
     let private = load_key(key, &key_bytes)?;
     let leaf = leaf_info(&chain[0]).map_err(|what| pem_error(TlsFile::Cert, cert, what))?;
@@ -335,26 +322,26 @@ pub fn load_server_certificate(
             now,
         });
     }
-    let certified = CertifiedKey::from_der(chain, private, &super::provider()).map_err(|e| {
-        CredentialError::Key {
-            path: key.to_owned(),
-            what: match e {
-                rustls::Error::InconsistentKeys(_) => format!(
-                    "the private key does not belong to the certificate in {}",
-                    cert.display()
-                ),
-                other => format!("unusable private key: {other}"),
-            },
-        }
-    })?;
-    Ok((Arc::new(certified), digest))
+    let certified = certified_key(chain, private, cert, key)?;
+    Ok(Arc::new(certified))
 }
 
-/// The digest of a server certificate's two files, to tell a change.
-pub fn digest_server_files(cert: &Path, key: &Path) -> Result<u64, CredentialError> {
-    Ok(digest_of(
-        &[],
-        &read(TlsFile::Cert, cert)?,
-        &read(TlsFile::Key, key)?,
-    ))
+/// The chain and its key as rustls signs with them; the key must belong
+/// to the leaf.
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertifiedKey, CredentialError> {
+    CertifiedKey::from_der(chain, key, &super::provider()).map_err(|e| CredentialError::Key {
+        path: key_path.to_owned(),
+        what: match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "the private key does not belong to the certificate in {}",
+                cert_path.display()
+            ),
+            other => format!("unusable private key: {other}"),
+        },
+    })
 }

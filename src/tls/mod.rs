@@ -19,7 +19,7 @@ use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
 pub use check::check_certificates;
 pub use credentials::{
-    CredentialError, Credentials, LeafInfo, TlsFile, digest_files, digest_server_files, leaf_info,
+    CredentialError, Credentials, LeafInfo, TlsFile, digest_files, leaf_info,
     load_server_certificate,
 };
 pub use handshake::{HandshakeFailure, classify_error};

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use http::Request;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::support::gateway::*;
 use crate::support::*;
@@ -640,20 +638,9 @@ async fn the_plain_listener_cuts_off_a_slow_header_sender() {
         .gateway("  routes:\n    - { path_prefix: /, service: monolith }\n")
         .extra("http:\n  header_read_timeout: 1s\n  idle_timeout: 30s\n")
         .start();
-    let mut tcp = TcpStream::connect(plain(&gateway)).await.expect("connect");
-    let started = Instant::now();
     // A slow loris: a header byte every 200 ms, never the blank line.
     let head = b"GET / HTTP/1.1\r\nHost: api.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    for byte in head {
-        if tcp.write_all(&[*byte]).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if started.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-    }
-    let took = started.elapsed();
+    let (took, mut tcp) = trickle_head(plain(&gateway), head).await;
     let end = closed_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(end.is_some(), "still open after {took:?}");
     assert!(took < Duration::from_secs(6), "cut after {took:?}");

@@ -206,3 +206,35 @@ async fn keys_from_a_jwks_url_are_fetched_refreshed_and_kept_while_it_fails() {
     let challenge = refused.header("www-authenticate").unwrap_or_default();
     assert!(challenge.contains("unknown-key"), "{challenge}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_jwks_file_is_refused_and_the_keys_in_force_stay() {
+    let certs = Certs::new();
+    let keys = TokenKeys::new();
+    let orders = MeshService::start(&certs, "orders").await;
+    let gateway = GatewaySetup::new(&certs)
+        .mesh("orders", &[orders.endpoint()])
+        .gateway(&jwt_yaml(&keys.pem_and_jwks(), ""))
+        .gateway("  routes:\n    - { path_prefix: /, service: orders }\n")
+        .start();
+    let token = keys.es256(&claims("alice", &["user"]));
+    assert_eq!(
+        call(&gateway, get_with("/x", Some(&token))).await.status,
+        200
+    );
+
+    // A deploy writes something that is not a JWKS.
+    let broken = keys.dir.path().join("broken.json");
+    std::fs::write(&broken, "{ not json").expect("write");
+    std::fs::rename(&broken, keys.jwks_path()).expect("rename");
+    let refused = gateway.wait_for_log(
+        "gateway certificate or token keys refused",
+        Duration::from_secs(15),
+    );
+    assert!(refused.contains("jwks"), "{refused}");
+    // The keys in force stay: the token its key signed still passes.
+    assert_eq!(
+        call(&gateway, get_with("/x", Some(&token))).await.status,
+        200
+    );
+}

@@ -134,6 +134,13 @@ async fn routes_match_by_exact_path_prefix_method_header_query_and_pattern_in_pr
     let response = call(&gateway, get_with("/elsewhere", None)).await;
     assert_eq!(response.status, 404, "{}", response.text());
     assert_eq!(response.header("pilotfish-error"), Some("not-found"));
+    // A destination's name is no way in: only routes are.
+    let by_name = http::Request::get("/elsewhere")
+        .header("host", "a")
+        .body(empty())
+        .expect("request");
+    let response = call(&gateway, by_name).await;
+    assert_eq!(response.status, 404, "{}", response.text());
 }
 
 /// A gateway splitting `/echo` between `v1` and `v2` (plaintext apps) by
@@ -485,6 +492,22 @@ async fn a_body_over_the_route_s_limit_gets_413_and_one_under_it_goes_through() 
     // Exactly the limit is allowed.
     let response = call(&gateway, post(1024)).await;
     assert_eq!(response.status, 200, "{}", response.text());
+    // A chunked body says no length up front: it is cut where it passes
+    // the limit, and the client still gets 413.
+    let chunked = |size: usize| {
+        let half = || hyper::body::Frame::data(bytes::Bytes::from(vec![b'x'; size / 2]));
+        let frames = vec![half(), half()];
+        request("POST", "/upload")
+            .header("content-type", "application/octet-stream")
+            .body(frames_body(frames))
+            .expect("request")
+    };
+    let response = call(&gateway, chunked(2000)).await;
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(response.header("pilotfish-error"), Some("body-too-large"));
+    let response = call(&gateway, chunked(1000)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(json(&response)["body_bytes"], 1000);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -31,22 +31,9 @@ async fn headers_sent_a_byte_at_a_time_are_cut_off_at_the_deadline() {
         app.addr,
         "  header_read_timeout: 1s\n  idle_timeout: 30s\n",
     );
-    let mut tcp = TcpStream::connect(sidecar.outbound())
-        .await
-        .expect("connect");
-    let started = Instant::now();
     // A slow loris: a header byte every 200 ms, never the blank line.
     let head = b"GET /echo HTTP/1.1\r\nHost: users\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    for byte in head {
-        if tcp.write_all(&[*byte]).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if started.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-    }
-    let took = started.elapsed();
+    let (took, mut tcp) = trickle_head(sidecar.outbound(), head).await;
     let end = closed_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(end.is_some(), "still open after {took:?}");
     assert!(took < Duration::from_secs(5), "cut after {took:?}");

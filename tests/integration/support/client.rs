@@ -237,3 +237,23 @@ pub async fn closed_within(
         }
     }
 }
+
+/// A slow loris: connects to `addr` and sends `head` (a request head
+/// without its blank line) a byte every 200 ms, for at most 10 s, until
+/// the server stops taking bytes; how long it sent, and the open
+/// connection.
+pub async fn trickle_head(addr: SocketAddr, head: &[u8]) -> (std::time::Duration, TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let started = std::time::Instant::now();
+    for byte in head {
+        if tcp.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            break;
+        }
+    }
+    (started.elapsed(), tcp)
+}
